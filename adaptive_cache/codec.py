@@ -1,0 +1,110 @@
+"""Samples <-> bytes without pickle.
+
+A sample is a dict of numpy arrays plus JSON-serialisable metadata. The encoding is a
+small JSON header (array names, dtypes, shapes, offsets and the metadata) followed by
+the raw array bytes, each aligned to 64 bytes. Decoding returns arrays that are views
+into the buffer (no copy); nothing read back from a store is ever unpickled, and a
+truncated or foreign buffer raises :class:`CodecError` so callers can treat it as a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"ACS1"
+_HEADER = struct.Struct("<4sI")  # magic, header length
+_ALIGN = 64
+_ALLOWED_KINDS = set("biufc")  # bool, int, uint, float, complex: no object arrays
+
+
+class CodecError(ValueError):
+    """A buffer is not a valid encoded sample (truncated, corrupt or another format)."""
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def encode(sample: dict[str, Any]) -> bytes:
+    """Encode a sample; arrays become raw bytes, everything else JSON metadata.
+
+    Raises:
+        TypeError: a value is neither a numeric numpy array nor JSON-serialisable.
+    """
+    arrays: list[tuple[str, np.ndarray]] = []
+    meta: dict[str, Any] = {}
+    for name, value in sample.items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in _ALLOWED_KINDS:
+                raise TypeError(f"codec: array {name!r} has dtype {value.dtype}; only numeric arrays")
+            arrays.append((name, np.ascontiguousarray(value)))
+        else:
+            meta[name] = value
+    fields = []
+    offset = 0
+    for name, arr in arrays:
+        fields.append([name, arr.dtype.str, list(arr.shape), offset])
+        offset += arr.nbytes + _pad(arr.nbytes)
+    try:
+        header = json.dumps({"f": fields, "m": meta}, separators=(",", ":")).encode()
+    except TypeError as exc:
+        raise TypeError(f"codec: sample metadata is not JSON-serialisable: {exc}") from None
+    head_len = _HEADER.size + len(header)
+    data_start = head_len + _pad(head_len)
+    out = bytearray(data_start + offset)
+    _HEADER.pack_into(out, 0, MAGIC, len(header))
+    out[_HEADER.size : head_len] = header
+    for (_, arr), (_, _, _, off) in zip(arrays, fields, strict=True):
+        start = data_start + off
+        out[start : start + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    return bytes(out)
+
+
+def encoded_size(sample: dict[str, Any]) -> int:
+    """Bytes the encoding of ``sample`` takes, without encoding it (header estimated)."""
+    total = 256
+    for value in sample.values():
+        if isinstance(value, np.ndarray):
+            total += value.nbytes + _pad(value.nbytes) + 64
+    return total
+
+
+def decode(buf: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode a buffer made by :func:`encode`; arrays are read-only views into ``buf``.
+
+    Raises:
+        CodecError: the buffer is truncated, corrupt or not an encoded sample.
+    """
+    mv = memoryview(buf)
+    if mv.nbytes < _HEADER.size:
+        raise CodecError(f"codec: buffer of {mv.nbytes} bytes is too short")
+    magic, hlen = _HEADER.unpack_from(mv, 0)
+    if magic != MAGIC:
+        raise CodecError(f"codec: bad magic {magic!r}")
+    head_end = _HEADER.size + hlen
+    if head_end > mv.nbytes:
+        raise CodecError("codec: truncated header")
+    try:
+        header = json.loads(bytes(mv[_HEADER.size : head_end]))
+        fields = header["f"]
+        meta = header["m"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodecError(f"codec: corrupt header: {exc}") from None
+    data_start = head_end + _pad(head_end)
+    out: dict[str, Any] = dict(meta)
+    for name, dtype_str, shape, off in fields:
+        dtype = np.dtype(dtype_str)
+        if dtype.kind not in _ALLOWED_KINDS:
+            raise CodecError(f"codec: field {name!r} has forbidden dtype {dtype_str}")
+        count = int(np.prod(shape, dtype=np.int64))
+        start = data_start + int(off)
+        stop = start + count * dtype.itemsize
+        if start < data_start or stop > mv.nbytes:
+            raise CodecError(f"codec: field {name!r} runs past the end of the buffer")
+        arr = np.frombuffer(mv[start:stop], dtype=dtype).reshape(shape)
+        out[name] = arr
+    return out
