@@ -29,7 +29,7 @@ def _pad(n: int) -> int:
     return (-n) % _ALIGN
 
 
-def encode(sample: dict[str, Any]) -> bytes:
+def encode(sample: dict[str, Any]) -> bytearray:
     """Encode a sample; arrays become raw bytes, everything else JSON metadata.
 
     Raises:
@@ -41,7 +41,7 @@ def encode(sample: dict[str, Any]) -> bytes:
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in _ALLOWED_KINDS:
                 raise TypeError(f"codec: array {name!r} has dtype {value.dtype}; only numeric arrays")
-            arrays.append((name, np.ascontiguousarray(value)))
+            arrays.append((name, value if value.flags.c_contiguous else value.copy(order="C")))
         else:
             meta[name] = value
     fields = []
@@ -58,10 +58,11 @@ def encode(sample: dict[str, Any]) -> bytes:
     out = bytearray(data_start + offset)
     _HEADER.pack_into(out, 0, MAGIC, len(header))
     out[_HEADER.size : head_len] = header
+    body = np.frombuffer(out, dtype=np.uint8)
     for (_, arr), (_, _, _, off) in zip(arrays, fields, strict=True):
         start = data_start + off
-        out[start : start + arr.nbytes] = arr.reshape(-1).view(np.uint8)
-    return bytes(out)
+        body[start : start + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    return out
 
 
 def encoded_size(sample: dict[str, Any]) -> int:
@@ -105,6 +106,6 @@ def decode(buf: bytes | bytearray | memoryview) -> dict[str, Any]:
         stop = start + count * dtype.itemsize
         if start < data_start or stop > mv.nbytes:
             raise CodecError(f"codec: field {name!r} runs past the end of the buffer")
-        arr = np.frombuffer(mv[start:stop], dtype=dtype).reshape(shape)
+        arr = np.frombuffer(mv[start:stop], dtype=dtype).reshape(tuple(shape))
         out[name] = arr
     return out

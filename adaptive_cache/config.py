@@ -42,7 +42,7 @@ def parse_size(value: Any) -> int:
         raise ValueError(f"expected a size such as 4GiB, got {value!r}")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"expected a non-negative size, got {value}")
+            raise ValueError(f"expected a non-negative size such as 4GiB, got {value}")
         return value
     if isinstance(value, float) and value >= 0 and value.is_integer():
         return int(value)

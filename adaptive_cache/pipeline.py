@@ -187,8 +187,20 @@ class Pipeline:
 
     def key(self, index: int, tier: str) -> str:
         """Cache key of ``tier`` for sample ``index``: id + file identity + stage chain."""
+        return self.keys(index, (tier,))[tier]
+
+    def keys(self, index: int, tiers: Sequence[str]) -> dict[str, str]:
+        """Cache keys of several tiers of one sample, reading the source identity once.
+
+        A key is ``"<tier>-<hex digest>"``: the tier stays readable (a persistent store
+        can be adopted after a restart) and the digest covers the sample id, the
+        identity of its file(s) and the fingerprints of every stage up to the tier.
+        """
         src = self.source
-        return stable_hash(src.sample_id(index), src.identity(index), tier, self.fingerprint(self.tier_end(tier)))
+        sid, ident = src.sample_id(index), src.identity(index)
+        return {
+            t: f"{t}-{stable_hash(sid, ident, self.fingerprint(self.tier_end(t)))}" for t in tiers
+        }
 
     def rng(self, index: int, epoch: int, stage_pos: int) -> np.random.Generator:
         """The generator a stage gets for one sample in one epoch."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -195,7 +196,7 @@ def load_config(
         path = Path(path)
         try:
             layers.append(OmegaConf.load(path))
-        except (OSError, OmegaConfBaseException, ValueError) as exc:
+        except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as exc:
             raise ValueError(f"cannot read config file {path}: {exc}") from None
     for item in overrides:
         if "=" not in item:

@@ -1,0 +1,250 @@
+"""CacheDataset and CacheLoader: a DataLoader whose hits never visit a worker.
+
+A plain DataLoader sends every index to a worker, which re-stacks the batch and hands
+it back through a new shared-memory segment: measured here, a shared-memory cache
+read in the main process serves about 5,300 samples/s but only 750/s through two
+workers. :class:`CacheLoader` plans each batch in the main process instead:
+
+* a sample whose cached tier needs no further stage is read where the batch is
+  consumed (a fully cached epoch starts no worker at all);
+* every other sample becomes a :class:`~adaptive_cache.work.WorkOrder` executed by a
+  worker, which reads the deepest cached tier, runs the rest (the random suffix
+  included) and writes the tiers the owner asked for to the node-shared store;
+* the owner accounts for every report, so statistics and admissions are identical
+  with 0, 2 or 4 workers.
+
+It is a ``torch.utils.data.DataLoader`` subclass built from the usual arguments, so
+Lightning can re-create it with a ``DistributedSampler`` under DDP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from adaptive_cache import codec
+from adaptive_cache.engine import AdaptiveCache
+from adaptive_cache.pipeline import Sample
+from adaptive_cache.stores.base import StoreError
+from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute
+
+log = logging.getLogger(__name__)
+
+
+class CacheDataset(Dataset):
+    """Map-style dataset over an :class:`AdaptiveCache` (usable with any DataLoader).
+
+    With a plain DataLoader and workers, each worker serves from the shared store but
+    only the main process admits; use :class:`CacheLoader` to cache from workers too.
+    """
+
+    def __init__(self, cache: AdaptiveCache) -> None:
+        self.cache = cache
+        self.epoch = 0
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed random stages for this epoch (otherwise each pass counts one epoch)."""
+        self.epoch = int(epoch)
+        self._epoch_set = True
+
+    def _next_epoch(self) -> int:
+        if self._epoch_set:
+            self._epoch_set = False
+            return self.epoch
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return epoch
+
+    def __len__(self) -> int:
+        return len(self.cache.pipeline)
+
+    def __getitem__(self, index: int) -> Sample:
+        if torch.utils.data.get_worker_info() is None:
+            return self.cache.get(index, self.epoch)
+        # In a worker: read what is cached, admit nothing (the owner is elsewhere).
+        order = self.cache.order(index, self.epoch)
+        sample, _ = execute(self.cache.pipeline, self.cache.store, WorkOrder(order.index, order.epoch, order.lookup))
+        return sample
+
+
+class _Plan:
+    __slots__ = ("indices", "local", "orders")
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+        self.local: dict[int, str] = {}  # position in batch -> key served in the main process
+        self.orders: list[WorkOrder] = []
+
+
+class _Planner:
+    """Plans batches in order, once each; shared by the loop and the workers' sampler."""
+
+    def __init__(self, cache: AdaptiveCache, batches: Iterator[list[int]], epoch: int) -> None:
+        self.cache = cache
+        self.epoch = epoch
+        self._batches = batches
+        self._plans: dict[int, _Plan] = {}
+        self._next = 0
+
+    def plan(self, k: int) -> _Plan | None:
+        while self._next <= k:
+            indices = next(self._batches, None)
+            if indices is None:
+                return None
+            self._plans[self._next] = self._make(list(indices))
+            self._next += 1
+        return self._plans.get(k)
+
+    def pop(self, k: int) -> None:
+        self._plans.pop(k, None)
+
+    def _make(self, indices: list[int]) -> _Plan:
+        plan = _Plan(indices)
+        cache = self.cache
+        for pos, index in enumerate(indices):
+            key = cache.final_hit_key(index)
+            if key is not None:
+                plan.local[pos] = key
+            else:
+                plan.orders.append(cache.order(index, self.epoch))
+        return plan
+
+    def work(self) -> Iterator[list[WorkOrder]]:
+        for k in itertools.count():
+            plan = self.plan(k)
+            if plan is None:
+                return
+            if plan.orders:
+                yield plan.orders
+
+
+class _WorkSampler:
+    """Batch sampler of the inner worker loader: the current epoch's work orders."""
+
+    def __init__(self) -> None:
+        self.planner: _Planner | None = None
+
+    def __iter__(self) -> Iterator[list[WorkOrder]]:
+        if self.planner is None:
+            return iter(())
+        return self.planner.work()
+
+    def __len__(self) -> int:  # only used for warnings by DataLoader
+        return 0
+
+
+def _passthrough(items: list[Any]) -> list[Any]:
+    return items
+
+
+class CacheLoader(DataLoader):
+    """A DataLoader over a :class:`CacheDataset` that gathers hits in the main process.
+
+    Takes the usual DataLoader arguments (``batch_size``, ``shuffle``, ``sampler``,
+    ``batch_sampler``, ``num_workers``, ``collate_fn``, ``pin_memory``, ``drop_last``,
+    ``persistent_workers``, ``prefetch_factor``, ``multiprocessing_context``,
+    ``worker_init_fn``, ``timeout``, ``generator``).
+
+    Example:
+        >>> loader = CacheLoader(CacheDataset(cache), batch_size=16, shuffle=True, num_workers=2)
+        >>> for epoch in range(3):
+        ...     for batch in loader: ...
+    """
+
+    dataset: CacheDataset
+
+    def __init__(self, dataset: CacheDataset, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(dataset, CacheDataset):
+            raise TypeError(f"CacheLoader needs a CacheDataset, got {type(dataset).__name__}")
+        super().__init__(dataset, *args, **kwargs)
+        self._inner: DataLoader | None = None
+        self._work_sampler = _WorkSampler()
+        #: Where the samples of the last epoch were served: main process or workers.
+        self.last_epoch: dict[str, int] = {"main_samples": 0, "worker_samples": 0}
+        store = dataset.cache.store
+        if self.num_workers > 0 and not store.shared:
+            log.warning(
+                "%s: store %r is private to the main process; with workers, cached samples "
+                "that still need stages are computed again (use store 'shm')",
+                dataset.cache.name,
+                store.name,
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def _inner_loader(self) -> DataLoader:
+        if self._inner is None or not self.persistent_workers:
+            cache = self.dataset.cache
+            self._inner = DataLoader(
+                WorkDataset(cache.pipeline, cache.store),
+                batch_sampler=self._work_sampler,
+                num_workers=self.num_workers,
+                collate_fn=_passthrough,
+                persistent_workers=self.persistent_workers,
+                prefetch_factor=self.prefetch_factor,
+                multiprocessing_context=self.multiprocessing_context,
+                worker_init_fn=self.worker_init_fn,
+                timeout=self.timeout,
+            )
+        return self._inner
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        cache = self.dataset.cache
+        epoch = self.dataset._next_epoch()
+        batches = iter(self.batch_sampler) if self.batch_sampler is not None else None
+        if batches is None:
+            raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
+        planner = _Planner(cache, batches, epoch)
+        counts = {"main_samples": 0, "worker_samples": 0}
+        self.last_epoch = counts
+        inner_iter: Iterator[list[tuple[Sample, WorkReport]]] | None = None
+        for k in itertools.count():
+            plan = planner.plan(k)
+            if plan is None:
+                break
+            computed: list[tuple[Sample, WorkReport]] = []
+            counts["main_samples"] += len(plan.local)
+            if plan.orders:
+                if self.num_workers == 0:
+                    counts["main_samples"] += len(plan.orders)
+                    computed = [execute(cache.pipeline, cache.store, o) for o in plan.orders]
+                else:
+                    if inner_iter is None:
+                        self._work_sampler.planner = planner
+                        inner_iter = iter(self._inner_loader())
+                    computed = next(inner_iter)
+                    counts["worker_samples"] += len(computed)
+            planner.pop(k)
+            samples: list[Sample | None] = [None] * len(plan.indices)
+            it = iter(computed)
+            for pos, index in enumerate(plan.indices):
+                key = plan.local.get(pos)
+                if key is not None:
+                    samples[pos] = self._serve_local(index, key, epoch)
+                else:
+                    sample, report = next(it)
+                    cache.complete(report)
+                    samples[pos] = sample
+            batch = self.collate_fn(samples)
+            if self.pin_memory and torch.cuda.is_available():
+                batch = torch.utils.data._utils.pin_memory.pin_memory(batch)
+            yield batch
+        self._work_sampler.planner = None
+
+    def _serve_local(self, index: int, key: str, epoch: int) -> Sample:
+        """Read a final-tier entry in this process; recompute it if it vanished."""
+        cache = self.dataset.cache
+        tier = cache._final
+        order = WorkOrder(index, epoch, ((tier, key),))
+        try:
+            sample, report = execute(cache.pipeline, cache.store, order)
+        except (StoreError, codec.CodecError):  # pragma: no cover - execute absorbs these
+            sample, report = execute(cache.pipeline, None, WorkOrder(index, epoch))
+        cache.complete(report)
+        return sample

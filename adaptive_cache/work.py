@@ -1,0 +1,159 @@
+"""Computing one sample against a store: the part of the engine that runs anywhere.
+
+The process that owns the cache (the one consuming batches) decides, per sample, which
+tiers to look up and which to write; it sends that as a :class:`WorkOrder`. Whoever
+executes the order (the owner itself, or a DataLoader worker) reads the deepest tier
+that is present, runs the remaining stages, writes the requested tiers to a shared
+store and returns the sample with a :class:`WorkReport`. All accounting happens back
+in the owner from the report, so nothing is counted in a worker and lost with it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from adaptive_cache import codec
+from adaptive_cache.pipeline import Pipeline, Sample
+from adaptive_cache.stores.base import Store, StoreError
+
+
+@dataclass(frozen=True)
+class WorkOrder:
+    """What to do for one sample; small and picklable (sent to workers).
+
+    Attributes:
+        index: sample index.
+        epoch: epoch (seeds random stages).
+        lookup: ``(tier, key)`` pairs to try, deepest first.
+        write: ``(tier, key)`` pairs to write once computed (the owner admits or
+            withdraws them when the report comes back).
+        prefix_only: stop after the deterministic prefix (preloading).
+    """
+
+    index: int
+    epoch: int
+    lookup: tuple[tuple[str, str], ...] = ()
+    write: tuple[tuple[str, str], ...] = ()
+    prefix_only: bool = False
+
+
+@dataclass
+class WorkReport:
+    """What happened while executing a :class:`WorkOrder`."""
+
+    index: int
+    hit_tier: str | None = None
+    hit_key: str | None = None
+    missed: tuple[str, ...] = ()
+    corrupt: tuple[tuple[str, str], ...] = ()
+    lookup_seconds: float = 0.0
+    start: int = 0
+    timings: list[float] = field(default_factory=list)
+    written: dict[str, tuple[str, int]] = field(default_factory=dict)
+    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    store_errors: int = 0
+
+
+def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[Sample, WorkReport]:
+    """Serve one sample: deepest present tier, remaining stages, requested writes.
+
+    A store failure or a corrupt entry is a miss, never an error: the sample is then
+    computed from its source, so a cache fault cannot change what training sees.
+    """
+    report = WorkReport(index=order.index, timings=[0.0] * (len(pipeline.stages) + 1))
+    sample: Sample | None = None
+    t0 = time.perf_counter()
+    missed: list[str] = []
+    corrupt: list[tuple[str, str]] = []
+    if store is not None:
+        for tier, key in order.lookup:
+            try:
+                buf = store.get(key)
+            except StoreError:
+                report.store_errors += 1
+                buf = None
+            if buf is not None:
+                try:
+                    sample = codec.decode(buf)
+                except codec.CodecError:
+                    corrupt.append((tier, key))
+                else:
+                    report.hit_tier = tier
+                    report.hit_key = key
+                    report.start = pipeline.tier_end(tier)
+                    break
+            missed.append(tier)
+    report.lookup_seconds = time.perf_counter() - t0
+    report.missed = tuple(missed)
+    report.corrupt = tuple(corrupt)
+
+    captured: dict[int, Sample] = {}
+    wanted = {
+        pipeline.tier_end(tier): (tier, key)
+        for tier, key in order.write
+        if pipeline.tier_end(tier) > report.start
+    }
+    outputs = {end: (lambda s, end=end: captured.__setitem__(end, s)) for end in wanted}
+    sample = pipeline.run(
+        order.index,
+        order.epoch,
+        start=report.start,
+        sample=sample,
+        upto=pipeline.prefix_len,
+        timings=report.timings,
+        outputs=outputs,
+    )
+    for end, (tier, key) in wanted.items():
+        data = codec.encode(captured[end])
+        if store is not None and store.shared:
+            try:
+                report.written[tier] = (key, store.put(key, data))
+            except StoreError:
+                report.store_errors += 1
+        else:
+            report.payloads[tier] = (key, data)
+    if not order.prefix_only and pipeline.prefix_len < len(pipeline.stages):
+        sample = pipeline.run(
+            order.index,
+            order.epoch,
+            start=pipeline.prefix_len,
+            sample=sample,
+            timings=report.timings,
+        )
+    return sample, report
+
+
+class WorkDataset:
+    """Map-style dataset of work orders, executed in DataLoader workers.
+
+    The store is reopened lazily in each worker from its picklable handle, so this
+    object pickles for spawn and forkserver as well as fork.
+    """
+
+    def __init__(self, pipeline: Pipeline, store: Store | None) -> None:
+        self.pipeline = pipeline
+        self._handle = store.handle() if store is not None and store.shared else None
+        self._store: Store | None = None
+        self._local = store if store is not None and not store.shared else None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_store"] = None
+        state["_local"] = None
+        return state
+
+    def _open(self) -> Store | None:
+        if self._store is None and self._handle is not None:
+            self._store = self._handle.open()
+        return self._store
+
+    def __getitem__(self, order: WorkOrder) -> tuple[Sample, WorkReport]:
+        return execute(self.pipeline, self._open(), order)
+
+    def __getitems__(self, orders: list[WorkOrder]) -> list[tuple[Sample, WorkReport]]:
+        store = self._open()
+        return [execute(self.pipeline, store, o) for o in orders]
+
+    def __len__(self) -> int:
+        return len(self.pipeline)

@@ -1,0 +1,180 @@
+"""AdaptiveCache over a generic image pipeline on real files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from adaptive_cache.budget import MemoryAlert
+from adaptive_cache.config import CacheConfig
+from adaptive_cache.engine import AdaptiveCache, pid_namespace
+from adaptive_cache.memory import MemoryReading
+from adaptive_cache.pipeline import RandomStageError
+from tests.adaptive_cache.pipelines import image_pipeline, write_images
+
+GiB = 1024**3
+
+
+class StaticProbe:
+    """A probe whose readings the test sets (host memory only)."""
+
+    def __init__(self, total: int = 16 * GiB, available: int = 12 * GiB) -> None:
+        self.total = total
+        self.available = available
+
+    def read(self) -> MemoryReading:
+        return MemoryReading(
+            host_total_bytes=self.total,
+            host_available_bytes=self.available,
+            container_limit_bytes=None,
+            container_high_bytes=None,
+            container_usage_bytes=None,
+        )
+
+
+def _config(**kw) -> CacheConfig:
+    kw.setdefault("store", "local")
+    kw.setdefault("probe_interval_s", 0.0)
+    kw.setdefault("reserve_bytes", 0)
+    return CacheConfig(**kw)
+
+
+def _cache(root, **kw) -> AdaptiveCache:
+    pipe = kw.pop("pipeline", None) or image_pipeline(root, random=kw.pop("random", True))
+    probe = kw.pop("probe", None) or StaticProbe()
+    return AdaptiveCache(pipe, _config(**kw), name="t", probe=probe, namespace=pid_namespace("test"))
+
+
+@pytest.mark.parametrize("policy", ["auto", "static", "lru"])
+@pytest.mark.parametrize("store", ["local", "shm"])
+def test_cached_equals_uncached_bit_for_bit(tmp_path, policy, store):
+    write_images(tmp_path / "img", 12, vary=True)
+    uncached = image_pipeline(tmp_path / "img")
+    with _cache(tmp_path / "img", policy=policy, store=store, max_bytes="40KiB") as cache:
+        for epoch in range(3):
+            for i in np.random.default_rng(epoch).permutation(12):
+                got = cache.get(int(i), epoch)
+                want = uncached.run(int(i), epoch)
+                assert got["image"].dtype == want["image"].dtype
+                np.testing.assert_array_equal(got["image"], want["image"])
+        st = cache.stats()
+        assert st.hits > 0, "the budget holds part of the data, so some epochs must hit"
+        assert cache.bytes_held <= 40 * 1024
+
+
+def test_random_stage_never_cached(tmp_path):
+    write_images(tmp_path / "img", 6)
+    with _cache(tmp_path / "img", max_bytes="1GiB") as cache:
+        for epoch in range(2):
+            for i in range(6):
+                cache.get(i, epoch)
+        tiers = {key.split("-", 1)[0] for key in cache.held_keys()}
+        assert tiers and tiers <= {"image", "small"}
+        # Two epochs of one sample differ (random crop) although the prefix is cached.
+        a, b = cache.get(0, 5)["image"], cache.get(0, 6)["image"]
+        assert a.shape == b.shape == (24, 24, 3)
+
+
+def test_forcing_a_random_tier_names_the_stage(tmp_path):
+    write_images(tmp_path / "img", 2)
+    with pytest.raises(RandomStageError, match="crop"):
+        _cache(tmp_path / "img", tiers={"crop": "on"})
+    with pytest.raises(ValueError, match="unknown tier"):
+        _cache(tmp_path / "img", tiers={"tensor": "on"})
+
+
+def test_tier_off_is_never_used(tmp_path):
+    write_images(tmp_path / "img", 4)
+    with _cache(tmp_path / "img", max_bytes="1GiB", tiers={"small": "off"}) as cache:
+        for i in range(4):
+            cache.get(i)
+        assert {k.split("-", 1)[0] for k in cache.held_keys()} == {"image"}
+
+
+def test_full_budget_keeps_deepest_tier_and_hits_every_sample(tmp_path):
+    write_images(tmp_path / "img", 10)
+    with _cache(tmp_path / "img", max_bytes="1GiB") as cache:
+        for epoch in range(3):
+            for i in range(10):
+                cache.get(i, epoch)
+        st = cache.stats()
+        assert st.tiers["small"].items == 10
+        assert st.tiers["small"].hits == 20
+        assert st.hits == 20 and st.requests == 30
+        assert st.bytes == cache.bytes_held
+        assert "small 20/" in st.summary()
+
+
+def test_fake_pressure_shrinks_cache_and_alerts(tmp_path):
+    write_images(tmp_path / "img", 10)
+    probe = StaticProbe(total=16 * GiB, available=12 * GiB)
+    alerts: list[MemoryAlert] = []
+    with _cache(tmp_path / "img", probe=probe, max_bytes="1GiB") as cache:
+        cache.add_listener(alerts.append)
+        for i in range(10):
+            cache.get(i)
+        full = cache.bytes_held
+        assert full > 0
+        probe.available = int(0.05 * probe.total)  # below the 10% low watermark
+        cache.get(0)
+        assert cache.bytes_held < full
+        st = cache.stats()
+        assert sum(t.evictions["pressure"] for t in st.tiers.values()) > 0
+        assert alerts and alerts[0].level in ("warning", "critical")
+        assert st.alerts[alerts[0].level] >= 1
+
+
+def test_persistent_store_adopts_and_never_serves_stale(tmp_path):
+    paths = write_images(tmp_path / "img", 4)
+    disk = str(tmp_path / "disk")
+    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+        for i in range(4):
+            cache.get(i)
+        held = cache.bytes_held
+    # Restart: entries are adopted and served.
+    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+        assert cache.bytes_held == held
+        cache.get(1)
+        assert cache.stats().hits == 1
+    # The file changes: its old entry must not be served.
+    write_images(tmp_path / "new", 1, seed=99)
+    os.replace(tmp_path / "new" / "img0000.png", paths[1])
+    fresh = image_pipeline(tmp_path / "img", random=False).run(1)
+    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+        got = cache.get(1)
+        np.testing.assert_array_equal(got["image"], fresh["image"])
+        st = cache.stats()
+        assert st.hits == 0
+        assert sum(t.evictions["invalid"] for t in st.tiers.values()) >= 1
+    # The pipeline changes (a stage's parameters): no stale hit either.
+    changed = image_pipeline(tmp_path / "img", random=False, resize_version="2")
+    with _cache(tmp_path / "img", pipeline=changed, store="disk", disk_dir=disk, max_bytes="1GiB") as cache:
+        cache.get(2)
+        assert cache.stats().tiers["small"].hits == 0
+
+
+def test_corrupt_entry_is_a_miss_and_evicted(tmp_path):
+    write_images(tmp_path / "img", 3)
+    disk = tmp_path / "disk"
+    want = image_pipeline(tmp_path / "img", random=False).run(0)
+    with _cache(tmp_path / "img", store="disk", disk_dir=str(disk), max_bytes="1GiB", random=False) as cache:
+        for i in range(3):
+            cache.get(i)
+        key = next(k for k in cache.held_keys() if k.startswith("small-") and k in cache.pipeline.keys(0, ["small"]).values())
+        for path in disk.rglob(f"*{key}*"):
+            path.write_bytes(b"garbage")
+        got = cache.get(0)
+        np.testing.assert_array_equal(got["image"], want["image"])
+        st = cache.stats()
+        assert st.tiers["small"].evictions["invalid"] == 1
+
+
+def test_off_policy_caches_nothing(tmp_path):
+    write_images(tmp_path / "img", 3)
+    with _cache(tmp_path / "img", policy="off") as cache:
+        for epoch in range(2):
+            for i in range(3):
+                cache.get(i, epoch)
+        assert cache.bytes_held == 0 and cache.stats().hits == 0

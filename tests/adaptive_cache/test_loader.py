@@ -1,0 +1,148 @@
+"""CacheLoader with real DataLoader worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from adaptive_cache.engine import AdaptiveCache, pid_namespace
+from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache.pipeline import FunctionStage, Pipeline
+from tests.adaptive_cache.pipelines import collate, image_pipeline, write_images
+from tests.adaptive_cache.test_engine import StaticProbe, _config
+
+
+def _loader(root, *, workers, random=True, persistent=False, **cfg):
+    pipe = image_pipeline(root, random=random)
+    cache = AdaptiveCache(pipe, _config(store="shm", **cfg), name="t", probe=StaticProbe(), namespace=pid_namespace("ldr"))
+    loader = CacheLoader(
+        CacheDataset(cache),
+        batch_size=4,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=persistent and workers > 0,
+    )
+    return cache, loader
+
+
+def _footprint(root) -> int:
+    cache, loader = _loader(root, workers=0, random=False, max_bytes="1GiB")
+    with cache:
+        for _ in loader:
+            pass
+        return cache.bytes_held
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_batches_equal_uncached(tmp_path, workers):
+    write_images(tmp_path / "img", 10, vary=True)
+    uncached = image_pipeline(tmp_path / "img")
+    cache, loader = _loader(tmp_path / "img", workers=workers, max_bytes="1GiB")
+    with cache:
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            order = list(loader.batch_sampler)  # not used for data: shuffle differs per iter
+            assert order
+            seen = 0
+            for batch in loader:
+                assert batch.shape[1:] == (24, 24, 3)
+                seen += len(batch)
+            assert seen == 10
+        # Compare sample by sample through the dataset: same (index, epoch) => same bytes.
+        ds = loader.dataset
+        for i in range(10):
+            ds.set_epoch(7)
+            np.testing.assert_array_equal(ds[i]["image"], uncached.run(i, 7)["image"])
+
+
+@pytest.mark.slow
+def test_hit_rate_equal_across_worker_counts(tmp_path):
+    write_images(tmp_path / "img", 40)
+    budget = _footprint(tmp_path / "img") // 2
+    rates = {}
+    for workers in (0, 2, 4):
+        cache, loader = _loader(tmp_path / "img", workers=workers, policy="static", max_bytes=budget, persistent=True)
+        with cache:
+            for _ in loader:  # epoch 0 fills
+                pass
+            before = cache.stats()
+            for _ in range(3):
+                for _ in loader:
+                    pass
+            after = cache.stats()
+            rates[workers] = (after.hits - before.hits) / (after.requests - before.requests)
+    assert abs(rates[0] - rates[2]) <= 0.01 and abs(rates[0] - rates[4]) <= 0.01, rates
+    assert 0.35 <= rates[0] <= 0.65, rates
+
+
+def test_fully_cached_epoch_uses_no_worker(tmp_path):
+    write_images(tmp_path / "img", 12)
+    cache, loader = _loader(tmp_path / "img", workers=2, random=False, max_bytes="1GiB", persistent=True)
+    with cache:
+        for _ in loader:
+            pass
+        assert loader.last_epoch["worker_samples"] == 12
+        for _ in loader:
+            pass
+        assert loader.last_epoch == {"main_samples": 12, "worker_samples": 0}
+        assert cache.stats().hits == 12
+
+
+def test_random_suffix_runs_in_workers_over_cached_prefix(tmp_path):
+    write_images(tmp_path / "img", 8)
+    cache, loader = _loader(tmp_path / "img", workers=2, max_bytes="1GiB")
+    with cache:
+        for _ in range(2):
+            for _ in loader:
+                pass
+        assert loader.last_epoch["worker_samples"] == 8
+        st = cache.stats()
+        assert st.tiers["small"].hits == 8
+
+
+def _suicide(s):
+    # Kills the DataLoader worker computing img0003 while the flag file exists.
+    flag = os.environ.get("AC_TEST_KILL_FLAG")
+    if flag and s["path"].endswith("img0003.png") and os.path.exists(flag):
+        os.unlink(flag)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return s
+
+
+def test_cache_consistent_after_worker_killed(tmp_path, monkeypatch):
+    write_images(tmp_path / "img", 12)
+    flag = tmp_path / "kill"
+    flag.write_text("1")
+    monkeypatch.setenv("AC_TEST_KILL_FLAG", str(flag))
+    base = image_pipeline(tmp_path / "img", random=False)
+    pipe = Pipeline(base.source, [FunctionStage("check", _suicide), *base.stages], {"image": "decode", "small": "resize"})
+    cache = AdaptiveCache(pipe, _config(store="shm", max_bytes="1GiB"), name="t", probe=StaticProbe(), namespace=pid_namespace("kill"))
+    loader = CacheLoader(CacheDataset(cache), batch_size=2, num_workers=2, collate_fn=collate)
+    with cache:
+        with pytest.raises(RuntimeError):
+            for _ in loader:
+                pass
+        for _ in loader:  # the next epoch works
+            pass
+        for _ in loader:
+            pass
+        held = set(cache.held_keys())
+        assert held and all(cache.store.contains(k) for k in held)
+        sizes = dict(cache.store.entries())
+        assert cache.bytes_held == sum(sizes[k] for k in held)
+        assert cache.stats().tiers["small"].items == 12
+
+
+def test_shared_memory_removed_on_close(tmp_path):
+    write_images(tmp_path / "img", 4)
+    cache, loader = _loader(tmp_path / "img", workers=2, max_bytes="1GiB")
+    for _ in loader:
+        pass
+    directory = cache.store.directory
+    assert os.path.isdir(directory)
+    cache.close()
+    assert not os.path.exists(directory)
