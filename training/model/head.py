@@ -1,0 +1,61 @@
+"""DB head: probability, threshold and approximate binary maps at input resolution."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _branch(in_channels: int) -> nn.Sequential:
+    """3x3 conv then two stride-2 transposed convs: stride 4 features -> full-size map."""
+    mid = in_channels // 4
+    return nn.Sequential(
+        nn.Conv2d(in_channels, mid, 3, padding=1, bias=False),
+        nn.BatchNorm2d(mid),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(mid, mid, 2, 2),
+        nn.BatchNorm2d(mid),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(mid, 1, 2, 2),
+    )
+
+
+class DBHead(nn.Module):
+    """Differentiable binarisation head (Liao et al., 2020).
+
+    The probability branch returns logits as well as the sigmoid, so the loss can
+    use BCE-with-logits (safe under fp16/bf16 autocast). The approximate binary map
+    ``sigmoid(k * (P - T))`` is computed in float32: with ``k = 50`` a half-precision
+    difference would quantise the step.
+
+    Args:
+        in_channels: channels of the neck output (divisible by 4).
+        k: steepness of the approximate step function.
+    """
+
+    def __init__(self, in_channels: int, k: float = 50.0) -> None:
+        super().__init__()
+        self.k = k
+        self.binarize = _branch(in_channels)
+        self.threshold = _branch(in_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.constant_(m.bias, 1e-4)
+
+    def forward(self, x: Tensor, *, with_thresh: bool = True) -> dict[str, Tensor]:
+        """Maps from stride-4 features ``(B, C, H/4, W/4)``.
+
+        Returns:
+            ``prob_logits`` and ``prob`` ``(B, 1, H, W)``; with ``with_thresh`` also
+            ``thresh`` and ``binary`` ``(B, 1, H, W)``, ``binary`` in float32.
+        """
+        logits = self.binarize(x)  # (B, 1, H, W)
+        out = {"prob_logits": logits, "prob": torch.sigmoid(logits)}
+        if with_thresh:
+            thresh = torch.sigmoid(self.threshold(x))  # (B, 1, H, W)
+            out["thresh"] = thresh
+            out["binary"] = torch.sigmoid(self.k * (out["prob"].float() - thresh.float()))
+        return out
