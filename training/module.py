@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -134,9 +135,19 @@ class DBNetModule(pl.LightningModule):
         self._log_losses("train", losses, batch["image"].shape[0])
         return losses["loss"]
 
-    def _polygons(self, prob: Tensor, meta: list[dict[str, Any]]) -> list[tuple[list, list]]:
-        """Post-process ``prob`` ``(B, 1, H, W)`` into per-image polygons and scores in
-        the original frame."""
+    def postprocess(
+        self, prob: Tensor, meta: list[dict[str, Any]]
+    ) -> list[tuple[list[np.ndarray], list[float]]]:
+        """Polygons and scores per image, in the original frame.
+
+        Args:
+            prob: probability maps ``(B, 1, H, W)`` in the canonical frame.
+            meta: per image, ``scale`` (canonical = original * scale) and
+                ``orig_shape`` ``[h, w]``; a missing ``scale`` means 1.
+
+        Returns:
+            ``(polygons, scores)`` per image, as :func:`boxes_from_prob` gives them.
+        """
         maps = prob.detach().float().cpu().numpy()[:, 0]  # (B, H, W)
         cfg = self.model_cfg
         results = []
@@ -161,7 +172,7 @@ class DBNetModule(pl.LightningModule):
         out = self.model(batch["image"], with_thresh=True)
         losses = self.loss(out, batch["gt"], batch["thresh"])
         self._log_losses("val", losses, batch["image"].shape[0])
-        detections = self._polygons(out["prob"], batch["meta"])
+        detections = self.postprocess(out["prob"], batch["meta"])
         for (polygons, _), gts, ignore in zip(
             detections, batch["polygons"], batch["ignore"], strict=True
         ):
@@ -186,7 +197,7 @@ class DBNetModule(pl.LightningModule):
         return [
             {"file": info["file"], "polygons": polygons, "scores": scores}
             for (polygons, scores), info in zip(
-                self._polygons(out["prob"], batch["meta"]), batch["meta"], strict=True
+                self.postprocess(out["prob"], batch["meta"]), batch["meta"], strict=True
             )
         ]
 
