@@ -1,0 +1,75 @@
+"""Stores: where cache entries live. :func:`open_store` picks one from the config.
+
+- ``local``: a dict in this process (fastest; not shared with workers).
+- ``shm``: one file per entry on tmpfs, shared by every process of the node (default).
+- ``disk``: one file per entry in a directory; survives restarts.
+- ``redis``: a Redis server; shared across nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adaptive_cache.config import CacheConfig
+from adaptive_cache.stores.base import Store, StoreError, StoreHandle
+from adaptive_cache.stores.disk import DiskHandle, DiskStore
+from adaptive_cache.stores.local import LocalHandle, LocalStore
+from adaptive_cache.stores.redis import RedisHandle, RedisStore
+from adaptive_cache.stores.shm import ShmHandle, ShmStore
+
+__all__ = [
+    "DiskHandle",
+    "DiskStore",
+    "LocalHandle",
+    "LocalStore",
+    "RedisHandle",
+    "RedisStore",
+    "ShmHandle",
+    "ShmStore",
+    "Store",
+    "StoreError",
+    "StoreHandle",
+    "open_store",
+]
+
+
+def _disk(config: CacheConfig, namespace: str) -> Store:
+    if not config.disk_dir:
+        raise ValueError("cache.store 'disk' needs cache.disk_dir (a directory)")
+    return DiskStore.for_namespace(config.disk_dir, namespace)
+
+
+def _redis(config: CacheConfig, namespace: str) -> Store:
+    if not config.redis_url:
+        raise ValueError("cache.store 'redis' needs cache.redis_url (redis://host:port/db)")
+    return RedisStore(config.redis_url, namespace, timeout_s=config.redis_timeout_s)
+
+
+_STORES: dict[str, Callable[[CacheConfig, str], Store]] = {
+    "disk": _disk,
+    "local": lambda config, namespace: LocalStore(),
+    "redis": _redis,
+    "shm": lambda config, namespace: ShmStore(config.shm_dir, namespace),
+}
+
+
+def open_store(config: CacheConfig, *, namespace: str) -> Store:
+    """Open the store ``config.store`` names, for entries of ``namespace``.
+
+    Args:
+        config: ``store`` and its settings (``shm_dir``, ``disk_dir``, ``redis_url``,
+            ``redis_timeout_s``).
+        namespace: letters, digits, ``.``, ``_``, ``-``; processes giving the same
+            namespace share entries (shared stores).
+
+    Raises:
+        ValueError: unknown store name (lists the known ones) or a bad namespace.
+        StoreError: the store cannot be opened (directory not creatable, Redis down).
+    """
+    try:
+        factory = _STORES[config.store]
+    except KeyError:
+        raise ValueError(
+            f"unknown cache store {config.store!r}; known: {', '.join(sorted(_STORES))}"
+        ) from None
+    return factory(config, namespace)

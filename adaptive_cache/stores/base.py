@@ -1,0 +1,85 @@
+"""The store contract: where cache entries live (bytes under hex keys).
+
+Stores hold bytes only; budgets, accounting and decisions belong to the engine. Any
+failure (disk full, server unreachable, ...) is a :class:`StoreError`, which the
+engine turns into a miss.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class StoreError(OSError):
+    """A store could not do what was asked; the message names the store and the place."""
+
+
+class StoreHandle(Protocol):
+    """A small picklable reference to a store, to open it in another process."""
+
+    def open(self) -> Store:
+        """The store, as seen from this process (never its owner)."""
+        ...
+
+
+class Store(ABC):
+    """Bytes under keys (lower-case hex strings, such as ``stable_hash`` produces).
+
+    Attributes:
+        name: ``local``, ``shm``, ``disk`` or ``redis``.
+        shared: other processes of the node (DataLoader workers, DDP ranks) see entries.
+        persistent: entries survive the process (adopt them with :meth:`entries`).
+    """
+
+    name: str
+    shared: bool
+    persistent: bool
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | bytearray | memoryview | None:
+        """The bytes stored under ``key``; ``None`` when absent.
+
+        Raises:
+            StoreError: the store failed (not: the key is absent).
+        """
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview) -> int:
+        """Store ``data`` under ``key`` (replacing any earlier value) as one unit.
+
+        Returns:
+            The bytes the entry takes in the store (what :meth:`delete` later frees).
+
+        Raises:
+            StoreError: nothing was stored (no partial entry is left behind).
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> int:
+        """Remove ``key``; returns the bytes freed (0 if it was absent)."""
+
+    @abstractmethod
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+
+    @abstractmethod
+    def keys(self) -> Iterator[str]:
+        """Every stored key (in no particular order)."""
+
+    @abstractmethod
+    def entries(self) -> Iterator[tuple[str, int]]:
+        """``(key, nbytes)`` of every entry, for adopting a persistent store on restart."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every entry."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release resources; a node-shared store is removed by its owner."""
+
+    @abstractmethod
+    def handle(self) -> StoreHandle:
+        """A picklable handle: ``handle.open()`` gives this store in another process."""

@@ -1,0 +1,66 @@
+"""DiskStore: persistent entries, one file each, in ``{disk_dir}/adaptive-cache-{namespace}``.
+
+Writes go to a temporary file renamed into place (no fsync: a cache entry lost in a
+crash is only a miss, and a torn entry is impossible because the rename is atomic).
+Keys encode the sample, its file identity and every stage fingerprint, so entries found
+at start are valid for the same pipeline: :meth:`entries` lists them for adoption.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptive_cache.stores.files import DirectoryStore
+from adaptive_cache.stores.keys import check_namespace
+
+PREFIX = "adaptive-cache-"
+
+
+@dataclass(frozen=True)
+class DiskHandle:
+    """Opens the same directory in another process."""
+
+    directory: str
+
+    def open(self) -> DiskStore:
+        return DiskStore(self.directory)
+
+
+class DiskStore(DirectoryStore):
+    """Persistent store in a local (or shared) file system directory.
+
+    Args:
+        directory: where entries live; created if missing. Temporary files of dead
+            writers found there are removed.
+
+    Raises:
+        StoreError: the directory cannot be created.
+    """
+
+    name = "disk"
+    shared = True
+    persistent = True
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._fail("create", self.directory, exc) from exc
+        self.sweep()
+
+    @classmethod
+    def for_namespace(cls, disk_dir: str | os.PathLike[str], namespace: str) -> DiskStore:
+        """The store of ``namespace`` under ``disk_dir``."""
+        return cls(Path(disk_dir) / f"{PREFIX}{check_namespace(namespace)}")
+
+    def close(self) -> None:
+        """Nothing to release: entries stay for the next run."""
+
+    def handle(self) -> DiskHandle:
+        return DiskHandle(str(self.directory))
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (DiskStore, (str(self.directory),))
