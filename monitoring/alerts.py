@@ -4,8 +4,10 @@ The engine calls its listeners with events; :class:`AlertListener` acts on memor
 alerts (``adaptive_cache.budget.MemoryAlert``: ``level``, ``message``,
 ``available_bytes``, ``limit_bytes``) and ignores every other event. Each alert
 becomes a :class:`MemoryPressureWarning` (so a user can turn it into an error with
-``-W error::monitoring.alerts.MemoryPressureWarning``), a log line, and one count on
-``adaptive_cache_memory_alerts_total{level}``.
+``-W error::monitoring.alerts.MemoryPressureWarning``), a debug log line with the
+running count, and one count on ``adaptive_cache_memory_alerts_total{level}``. The
+budget controller already logs each alert at WARNING/ERROR when it raises it; logging
+it again here at that level would print every alert twice.
 
 The exporter attaches one listener to every cache it exports, so the counter comes
 from here and not from ``CacheStats.alerts`` (counting both would count each alert
@@ -28,8 +30,6 @@ from adaptive_cache.stats import ALERT_LEVELS
 from monitoring import metrics as m
 
 logger = logging.getLogger(__name__)
-
-_LOG_LEVEL = {"warning": logging.WARNING, "critical": logging.ERROR}
 
 
 class MemoryPressureWarning(UserWarning):
@@ -61,7 +61,8 @@ class AlertListener(Collector):
             return
         with self._lock:
             self._counts[level] += 1
-        logger.log(_LOG_LEVEL[level], "memory %s: %s", level, message)
+            n = self._counts[level]
+        logger.debug("memory %s alert #%d: %s", level, n, message)
         # stacklevel 2: attribute the warning to the engine code that dispatched it.
         warnings.warn(f"memory {level}: {message}", MemoryPressureWarning, stacklevel=2)
 

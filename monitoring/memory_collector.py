@@ -2,8 +2,8 @@
 
 The probe is :class:`adaptive_cache.memory.MemoryProbe` in a run and a fake in tests;
 anything with ``read()`` returning the fields of :class:`MemoryReadingLike` works.
-Container series appear only where the process has a cgroup limit, GPU series only
-for the GPUs the probe sees, so an unlimited CPU host exports neither.
+Container series appear only where the probe reports them (a cgroup with a limit),
+GPU series only for the GPUs it sees, so an unlimited CPU host exports neither.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _add_reading(fam: dict[str, Metric], r: MemoryReadingLike) -> None:
     for spec, value in (
         (m.CONTAINER_LIMIT, r.container_limit_bytes),
         (m.CONTAINER_HIGH, r.container_high_bytes),
-        (m.CONTAINER_USAGE, r.container_usage_bytes if r.container_limit_bytes else None),
+        (m.CONTAINER_USAGE, r.container_usage_bytes),
     ):
         if value is not None:
             fam[spec.name].add_metric([], value)

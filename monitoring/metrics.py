@@ -168,7 +168,7 @@ HOST_AVAILABLE = MetricSpec(
     "adaptive_cache_host_memory_available_bytes", "gauge", "Host memory available (psutil)."
 )
 HOST_TOTAL = MetricSpec(
-    "adaptive_cache_host_memory_size_bytes", "gauge", "Host physical memory (psutil)."
+    "adaptive_cache_host_memory_total_bytes", "gauge", "Host physical memory (psutil)."
 )
 CONTAINER_LIMIT = MetricSpec(
     "adaptive_cache_container_memory_limit_bytes",
@@ -186,7 +186,7 @@ CONTAINER_USAGE = MetricSpec(
     "Container (cgroup) memory usage, page cache included; absent without a limit.",
 )
 GPU_TOTAL = MetricSpec(
-    "adaptive_cache_gpu_memory_size_bytes", "gauge", "GPU memory in all.", ("gpu",)
+    "adaptive_cache_gpu_memory_total_bytes", "gauge", "GPU memory in all.", ("gpu",)
 )
 GPU_USED = MetricSpec("adaptive_cache_gpu_memory_used_bytes", "gauge", "GPU memory used.", ("gpu",))
 GPU_FREE = MetricSpec("adaptive_cache_gpu_memory_free_bytes", "gauge", "GPU memory free.", ("gpu",))
