@@ -202,6 +202,8 @@ class AdaptiveCache:
     def complete(self, report: WorkReport) -> None:
         """Account for an executed order: statistics, admissions, withdrawals."""
         with self._lock:
+            if self.enabled:
+                self._refresh_budget()  # rate-limited by the controller
             st = self._stats
             st.requests += 1
             st.store_errors += report.store_errors
@@ -406,6 +408,40 @@ class AdaptiveCache:
         if adopted:
             log.info("%s: adopted %d entries (%s) from %s", self.name, adopted, format_size(self._used), self.store.name)
         self._refresh_budget(force=True)
+
+    def reconcile(self) -> None:
+        """Make the accounting match the store again.
+
+        A worker that dies after writing an entry never reports it: such orphans are
+        adopted when the policy would take them, otherwise deleted; entries that
+        vanished from the store are dropped from the accounting. Only for a store
+        this process is the sole owner of (other ranks' entries are not orphans).
+        """
+        if not self.enabled or self._share > 1:
+            return
+        with self._lock:
+            present = dict(self.store.entries())
+            for key in [k for k in self._held if k not in present]:
+                self._evict(key, "invalid")
+            budget = self._budget_bytes()
+            for key, nbytes in present.items():
+                if key in self._held:
+                    continue
+                tier = key.split("-", 1)[0]
+                if tier not in self._est:
+                    self._delete(key)
+                    continue
+                info = EntryInfo(key, tier, nbytes, self._est[tier].seconds or 1e-3)
+                if self.policy.admit(info, budget - self._used, budget) == []:
+                    self._held[key] = info
+                    self._used += nbytes
+                    self.policy.on_insert(info)
+                    ts = self._stats.tier(tier)
+                    ts.insertions += 1
+                    ts.bytes += nbytes
+                    ts.items += 1
+                else:
+                    self._delete(key)
 
     # ------------------------------------------------------------------ reporting
 

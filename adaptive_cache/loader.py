@@ -90,6 +90,7 @@ class _Planner:
         self._batches = batches
         self._plans: dict[int, _Plan] = {}
         self._next = 0
+        self.cursor = 0  # the batch the consuming loop is at
 
     def plan(self, k: int) -> _Plan | None:
         while self._next <= k:
@@ -115,7 +116,8 @@ class _Planner:
         return plan
 
     def work(self) -> Iterator[list[WorkOrder]]:
-        for k in itertools.count():
+        # Workers start where the consuming loop is: earlier batches needed none.
+        for k in itertools.count(self.cursor):
             plan = self.plan(k)
             if plan is None:
                 return
@@ -200,11 +202,14 @@ class CacheLoader(DataLoader):
         batches = iter(self.batch_sampler) if self.batch_sampler is not None else None
         if batches is None:
             raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
+        if self.num_workers > 0:
+            cache.reconcile()  # entries of workers that died last epoch
         planner = _Planner(cache, batches, epoch)
         counts = {"main_samples": 0, "worker_samples": 0}
         self.last_epoch = counts
         inner_iter: Iterator[list[tuple[Sample, WorkReport]]] | None = None
         for k in itertools.count():
+            planner.cursor = k
             plan = planner.plan(k)
             if plan is None:
                 break

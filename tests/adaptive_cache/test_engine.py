@@ -44,7 +44,9 @@ def _config(**kw) -> CacheConfig:
 def _cache(root, **kw) -> AdaptiveCache:
     pipe = kw.pop("pipeline", None) or image_pipeline(root, random=kw.pop("random", True))
     probe = kw.pop("probe", None) or StaticProbe()
-    return AdaptiveCache(pipe, _config(**kw), name="t", probe=probe, namespace=pid_namespace("test"))
+    # A persistent store is found again by its namespace; others get a fresh one.
+    namespace = "t" if kw.get("store") == "disk" else pid_namespace("test")
+    return AdaptiveCache(pipe, _config(**kw), name="t", probe=probe, namespace=namespace)
 
 
 @pytest.mark.parametrize("policy", ["auto", "static", "lru"])

@@ -1,0 +1,301 @@
+"""``adaptive-cache train``: the main job.
+
+Generates the synthetic receipts when the default data set is missing, then trains
+and validates with caching and metrics on, saves checkpoints, prints a table of
+epochs and writes ``summary.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytorch_lightning as pl
+import torch
+
+from adaptive_cache.config import format_size
+from training.callbacks import CacheStatsCallback, EpochTimer, MetricsCallback
+from training.config import Config
+from training.datamodule import OcrDataModule, run_id
+from training.module import DBNetModule
+
+log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    """True in the launching process (Lightning sets LOCAL_RANK/RANK in the others)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("RANK", 0)) == 0
+
+
+def ensure_data(config: Config) -> None:
+    """Generate the synthetic set when ``data.root`` lacks the annotation files."""
+    root = Path(config.data.root)
+    missing = [
+        root / config.data.split(s).annotations
+        for s in ("train", "val")
+        if not (root / config.data.split(s).annotations).exists()
+    ]
+    if not missing:
+        return
+    if "synthetic" not in root.name:
+        raise ValueError(
+            f"data.root={root}: missing {', '.join(str(m) for m in missing)} "
+            "(point data.root at your data set, or at a directory named like 'synthetic' "
+            "to have one generated)"
+        )
+    from training.data.synthetic import generate
+
+    syn = config.data.synthetic
+    log.info("generating %d+%d synthetic receipts in %s", syn.n_train, syn.n_val, root)
+    generate(root, n_train=syn.n_train, n_val=syn.n_val, seed=syn.seed)
+
+
+def resolve_precision(config: Config) -> str:
+    """``auto``: 16-mixed on CUDA, bf16-mixed on CPU; anything else as given."""
+    p = config.trainer.precision
+    if p != "auto":
+        return p
+    return "16-mixed" if torch.cuda.is_available() and config.trainer.accelerator != "cpu" else "bf16-mixed"
+
+
+class PeakMemory(pl.Callback):
+    """Peak memory of the process tree: RSS of every process plus the cache's bytes
+    in shared memory (counted once; the store's files are read, not mapped)."""
+
+    def __init__(self, caches: dict[str, Any], interval_s: float = 0.5) -> None:
+        self.caches = caches
+        self.interval_s = interval_s
+        self.peak = 0
+        self._last = 0.0
+
+    def sample(self) -> None:
+        proc = psutil.Process()
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        total += sum(c.bytes_held for c in self.caches.values() if c.store.shared)
+        self.peak = max(self.peak, total)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self.sample()
+
+    on_validation_batch_end = on_train_batch_end  # type: ignore[assignment]
+
+
+def _trainer_kwargs(config: Config, precision: str) -> dict[str, Any]:
+    t = config.trainer
+    kw: dict[str, Any] = {
+        "max_epochs": t.max_epochs,
+        "precision": precision,
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": t.strategy,
+        "log_every_n_steps": t.log_every_n_steps,
+        "check_val_every_n_epoch": t.check_val_every_n_epoch,
+        "gradient_clip_val": t.gradient_clip_val,
+        "deterministic": t.deterministic,
+        "enable_progress_bar": t.enable_progress_bar,
+        "num_sanity_val_steps": 0,
+    }
+    if t.limit_train_batches is not None:
+        kw["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kw["limit_val_batches"] = t.limit_val_batches
+    kw.update(t.extra)
+    return kw
+
+
+def _start_exporter(config: Config, dm: OcrDataModule) -> Any:
+    if not (config.monitoring.enabled and is_rank_zero()):
+        return None
+    from monitoring.exporter import Exporter
+
+    exporter = Exporter(config.monitoring)
+    for split in ("train", "val"):
+        exporter.add_cache(dm.cache(split))
+    exporter.set_probe(dm.cache("train").probe)
+    try:
+        host, port = exporter.start()
+    except OSError as exc:
+        raise ValueError(
+            f"monitoring.port={config.monitoring.port}: cannot listen on "
+            f"{config.monitoring.host}: {exc} (set monitoring.port=0 for a free port)"
+        ) from None
+    log.info("metrics: http://%s:%d/metrics", host, port)
+    return exporter
+
+
+def _alert_listener(split: str):
+    from monitoring.alerts import MemoryPressureWarning
+
+    def listen(event: Any) -> None:
+        warnings.warn(f"{split} cache: {event.message}", MemoryPressureWarning, stacklevel=2)
+
+    return listen
+
+
+def train(config: Config) -> Path:
+    """Train and validate; returns the path of ``summary.json``."""
+    rid = run_id()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    if is_rank_zero():
+        ensure_data(config)
+    run_dir = Path(config.output_dir) / f"{config.run_name}-{rid}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(config)
+    stats_dir = Path(tempfile.gettempdir()) / f"adaptive-cache-stats-{rid}"
+    dm = OcrDataModule(config, stats_dir=str(stats_dir))
+    dm.setup("fit")
+    for split, cache in dm.caches.items():
+        cache.add_listener(_alert_listener(split))
+    exporter = _start_exporter(config, dm)
+    timer = EpochTimer()
+    cache_cb = CacheStatsCallback(dm.caches, every_n_steps=config.cache.log_every_n)
+    peak = PeakMemory(dm.caches)
+    callbacks: list[pl.Callback] = [
+        timer,
+        cache_cb,
+        peak,
+        pl.callbacks.ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch{epoch:02d}-hmean{val/hmean:.3f}",
+            auto_insert_metric_name=False,
+            monitor="val/hmean",
+            mode="max",
+            save_last=True,
+        ),
+    ]
+    if exporter is not None:
+        callbacks.append(MetricsCallback(exporter.training, timer))
+    module = DBNetModule(
+        config.model, config.optim, channels_last=torch.cuda.is_available()
+    )
+    trainer = pl.Trainer(
+        **_trainer_kwargs(config, precision),
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        logger=pl.loggers.CSVLogger(str(run_dir), name="logs"),
+    )
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    losses: dict[int, float] = {}
+    val: dict[int, dict[str, float]] = {}
+
+    class _Collect(pl.Callback):
+        def on_train_epoch_end(self, tr, pm) -> None:
+            m = tr.callback_metrics
+            if "train/loss_epoch" in m:
+                losses[tr.current_epoch] = float(m["train/loss_epoch"])
+            elif "train/loss" in m:
+                losses[tr.current_epoch] = float(m["train/loss"])
+
+        def on_validation_epoch_end(self, tr, pm) -> None:
+            if tr.sanity_checking:
+                return
+            m = tr.callback_metrics
+            val[tr.current_epoch] = {
+                k: float(m[f"val/{k}"]) for k in ("hmean", "precision", "recall", "loss") if f"val/{k}" in m
+            }
+
+    trainer.callbacks.append(_Collect())
+    try:
+        trainer.fit(module, datamodule=dm)
+        peak.sample()
+        if not trainer.is_global_zero:
+            return run_dir / "summary.json"
+        summary = _summary(config, precision, trainer, timer, cache_cb, peak, losses, val)
+        summary["checkpoint"] = str(trainer.checkpoint_callback.best_model_path or "")
+        path = run_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2))
+        print(format_table(summary))
+        return path
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        dm.close()
+        if is_rank_zero():
+            shutil.rmtree(stats_dir, ignore_errors=True)
+
+
+def _merge_cache(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"hits": 0, "misses": 0, "bytes": 0, "budget_bytes": 0, "evictions": 0, "by_tier": {}}
+    for rec in records.values():
+        for k in ("hits", "misses", "bytes", "budget_bytes", "evictions"):
+            out[k] += rec[k]
+        for tier, t in rec["by_tier"].items():
+            dst = out["by_tier"].setdefault(tier, {"hits": 0, "misses": 0, "bytes": 0, "items": 0})
+            for k in dst:
+                dst[k] += t[k]
+    total = out["hits"] + out["misses"]
+    out["hit_ratio"] = out["hits"] / total if total else 0.0
+    return out
+
+
+def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> dict[str, Any]:
+    epochs = []
+    for epoch in range(trainer.current_epoch + 1):
+        t = timer.records.get(epoch)
+        if t is None:
+            continue
+        v = val.get(epoch, {})
+        caches = cache_cb.records.get(epoch, {})
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_seconds": t["train_seconds"],
+                "val_seconds": t["val_seconds"],
+                "data_wait_seconds": t["data_wait_seconds"],
+                "hmean": v.get("hmean"),
+                "precision": v.get("precision"),
+                "recall": v.get("recall"),
+                "loss": losses.get(epoch),
+                "val_loss": v.get("loss"),
+                "cache": _merge_cache(caches),
+                "cache_by_split": caches,
+            }
+        )
+    device = str(trainer.strategy.root_device)
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    return {
+        "epochs": epochs,
+        "peak_memory_bytes": peak.peak,
+        "device": device,
+        "precision": precision,
+        "config": config.resolved(),
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The epoch table printed at the end of a run."""
+    head = f"{'epoch':>5} {'train s':>8} {'val s':>7} {'wait s':>7} {'hit':>6} {'cache':>10} {'loss':>7} {'hmean':>6}"
+    lines = [head, "-" * len(head)]
+    for e in summary["epochs"]:
+        loss = f"{e['loss']:.3f}" if e["loss"] is not None else "-"
+        hmean = f"{e['hmean']:.3f}" if e["hmean"] is not None else "-"
+        lines.append(
+            f"{e['epoch']:>5} {e['train_seconds']:>8.1f} {e['val_seconds']:>7.1f} "
+            f"{e['data_wait_seconds']:>7.1f} {100 * e['cache']['hit_ratio']:>5.1f}% "
+            f"{format_size(e['cache']['bytes']):>10} {loss:>7} {hmean:>6}"
+        )
+    lines.append(
+        f"device {summary['device']}, precision {summary['precision']}, "
+        f"peak memory {format_size(summary['peak_memory_bytes'])}"
+    )
+    return "\n".join(lines)
+
+
