@@ -1,0 +1,245 @@
+"""albumentations transforms: the canonical prefix, the training suffix, and the split.
+
+albumentations has no determinism flag, so :func:`split_compose` decides per
+transform: deterministic only if its probability is 1 (or 0: it never runs) and its
+class is in :data:`DETERMINISTIC` (fixed-size resizes, pads, crops, flips with
+``p=1``, colour conversions). Everything from the first other transform on is the
+random suffix. :func:`is_empirically_deterministic` checks a transform the other way,
+by running it under two seeds; the tests use it to keep :data:`DETERMINISTIC` honest.
+
+:class:`AlbumentationsStage` wraps a ``Compose`` as a pipeline stage. Images are uint8
+throughout (normalisation happens on the device); the DB maps ride along as one
+two-channel uint8 mask ``(gt, thresh)`` so geometric transforms warp them with the
+image, with nearest-neighbour interpolation (the ``gt`` bitfield stays valid) and
+the background values of :func:`training.data.db_targets.background_fill` where a
+transform pulls in pixels from outside the image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from adaptive_cache.pipeline import Sample, Stage, stable_hash
+from training.config import AugmentConfig
+from training.data.db_targets import background_fill
+
+DETERMINISTIC: frozenset[type] = frozenset(
+    {
+        A.LongestMaxSize, A.SmallestMaxSize, A.Resize, A.PadIfNeeded, A.Pad,
+        A.CenterCrop, A.Crop, A.Normalize, A.ToFloat, A.FromFloat, A.ToGray, A.ToRGB,
+        A.ToSepia, A.InvertImg, A.Equalize, A.HorizontalFlip, A.VerticalFlip, A.Transpose,
+    }
+)  # fmt: skip
+"""Transform classes whose output depends only on their input when they run (p == 1)."""
+
+_NOT_UINT8 = (A.Normalize, A.ToFloat)
+
+
+def is_deterministic(transform: A.BasicTransform | A.BaseCompose) -> bool:
+    """Whether a transform (or a nested ``Sequential``) always gives the same output.
+
+    ``p == 0`` never runs, so it is deterministic whatever its class. ``p == 1`` is
+    deterministic for classes in :data:`DETERMINISTIC` (``PadIfNeeded`` only with a
+    fixed position) and for a ``Sequential`` of deterministic transforms. Anything
+    else, including ``OneOf``/``SomeOf`` and unknown classes, counts as random.
+    """
+    p = float(getattr(transform, "p", 1.0))
+    if p == 0.0:
+        return True
+    if p != 1.0:
+        return False
+    if type(transform) is A.Sequential:
+        return all(is_deterministic(t) for t in transform.transforms)
+    if isinstance(transform, A.PadIfNeeded) and transform.position == "random":
+        return False
+    return type(transform) in DETERMINISTIC
+
+
+def _compose_like(compose: A.Compose, transforms: Sequence[Any]) -> A.Compose:
+    # Same targets and shape checks as the original; masks always nearest-neighbour.
+    return A.Compose(
+        list(transforms),
+        additional_targets=dict(compose._additional_targets),
+        is_check_shapes=compose.is_check_shapes,
+        mask_interpolation=cv2.INTER_NEAREST,
+    )
+
+
+def split_compose(compose: A.Compose) -> tuple[A.Compose, A.Compose]:
+    """Split a ``Compose`` at its first random transform.
+
+    Returns:
+        ``(prefix, suffix)``: the deterministic transforms before the first random one,
+        and the rest (either may be empty). Both use nearest-neighbour interpolation for
+        masks.
+
+    Raises:
+        ValueError: the compose has a probability other than 1 (it would skip its
+            deterministic part at random), or bounding-box/keypoint parameters (the
+            pipeline carries polygons itself).
+    """
+    if float(compose.p) != 1.0:
+        raise ValueError(f"split_compose: the Compose itself must have p=1.0, got {compose.p}")
+    if compose.processors:
+        raise ValueError(
+            "split_compose: bbox_params/keypoint_params are not supported; polygons travel "
+            "beside the image and the DB maps are passed as masks"
+        )
+    transforms = list(compose.transforms)
+    cut = next((i for i, t in enumerate(transforms) if not is_deterministic(t)), len(transforms))
+    return _compose_like(compose, transforms[:cut]), _compose_like(compose, transforms[cut:])
+
+
+def first_random(compose: A.Compose) -> str | None:
+    """Class name of the first random transform in ``compose``; None if there is none."""
+    return next((type(t).__name__ for t in compose.transforms if not is_deterministic(t)), None)
+
+
+def is_empirically_deterministic(
+    transform: Callable[..., dict[str, Any]],
+    inputs: dict[str, np.ndarray],
+    seeds: Sequence[int] = (0, 1, 2, 3),
+) -> bool:
+    """Run ``transform`` (a ``Compose``) under several seeds; True if all outputs agree.
+
+    A random transform can agree by chance (a flip with p=0.5 under two seeds), so use
+    several seeds; the answer "random" is certain, "deterministic" is evidence.
+    """
+    outputs = []
+    for seed in seeds:
+        transform.set_random_seed(seed)
+        outputs.append(transform(**inputs))
+    first = outputs[0]
+    return all(
+        all(np.array_equal(np.asarray(first[k]), np.asarray(o[k])) for k in inputs)
+        for o in outputs[1:]
+    )
+
+
+def canonical_compose(image_size: int) -> A.Compose:
+    """LongestMaxSize + PadIfNeeded at the top left, constant 0: the canonical frame.
+
+    Bilinear: the shrink factor is below 2 after a DCT-reduced decode (or for pages up
+    to twice the target), where bilinear still reads every source pixel; OpenCV's
+    INTER_AREA costs about 8x more at non-integer factors (25 ms against 3 ms for a
+    1162x915 page on the 2-core container). Top-left padding keeps canonical
+    coordinates a pure scale of the original ones (the centre padding albumentations
+    uses by default would add an offset).
+    """
+    return A.Compose(
+        [
+            A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR),
+            A.PadIfNeeded(
+                min_height=image_size,
+                min_width=image_size,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+            ),
+        ]
+    )
+
+
+def augment_compose(augment: AugmentConfig, thresh_min: float) -> A.Compose:
+    """The random training suffix from ``data.augment`` (transforms with p=0 left out).
+
+    Geometric transforms fill outside the image with black pixels and the DB maps'
+    background values, so pulled-in areas count as background in the loss.
+    """
+    fill_gt, fill_thresh = background_fill(thresh_min)
+    transforms: list[A.BasicTransform] = []
+    if augment.hflip_p > 0:
+        transforms.append(A.HorizontalFlip(p=augment.hflip_p))
+    if augment.affine_p > 0 and (augment.rotate_limit > 0 or augment.scale_limit > 0):
+        transforms.append(
+            A.Affine(
+                rotate=(-augment.rotate_limit, augment.rotate_limit),
+                scale=(1.0 - augment.scale_limit, 1.0 + augment.scale_limit),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=(fill_gt, fill_thresh),
+                p=augment.affine_p,
+            )
+        )
+    if augment.color_jitter_p > 0:
+        transforms.append(
+            A.ColorJitter(
+                brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=augment.color_jitter_p
+            )
+        )
+    return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
+
+
+def compose_fingerprint(compose: A.Compose) -> str:
+    """Hash of the serialised compose and the albumentations version."""
+    try:
+        spec = json.dumps(A.to_dict(compose), sort_keys=True, default=repr)
+    except (TypeError, ValueError, NotImplementedError):
+        spec = repr(compose)  # a transform albumentations cannot serialise (a Lambda)
+    return stable_hash(A.__version__, spec)
+
+
+class AlbumentationsStage(Stage):
+    """A pipeline stage applying an albumentations ``Compose`` to image and DB maps.
+
+    The sample's ``image`` (uint8 (H, W, 3)) is transformed; when the sample has the
+    compact maps ``gt`` and ``thresh`` they go along as one (H, W, 2) mask. A random
+    stage seeds the compose per sample from the generator the pipeline passes, so
+    the same (seed, epoch, index) always gets the same augmentation.
+
+    Args:
+        name: stage name.
+        compose: the transforms (must keep the image uint8: no Normalize or ToFloat).
+        deterministic: defaults to "every transform is deterministic".
+
+    Raises:
+        ValueError: the compose contains Normalize or ToFloat.
+    """
+
+    version = "1"
+
+    def __init__(self, name: str, compose: A.Compose, *, deterministic: bool | None = None):
+        bad = [type(t).__name__ for t in compose.transforms if isinstance(t, _NOT_UINT8)]
+        if bad:
+            raise ValueError(
+                f"stage {name!r}: {bad} would turn the uint8 image into floats; images stay "
+                "uint8 in the data pipeline and are normalised on the device"
+            )
+        self.name = name
+        self.compose = compose
+        self._first_random = first_random(compose)
+        self.deterministic = self._first_random is None if deterministic is None else deterministic
+        self._fingerprint = compose_fingerprint(compose)
+
+    def params(self) -> object:
+        return self._fingerprint
+
+    def describe_random(self) -> str:
+        return f"albumentations {self._first_random or 'transform'} in stage {self.name!r}"
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if not self.compose.transforms:
+            return sample
+        if not self.deterministic:
+            self.compose.set_random_seed(int(rng.integers(0, 2**31 - 1)))
+        has_maps = "gt" in sample
+        inputs: dict[str, np.ndarray] = {"image": sample["image"]}
+        if has_maps:
+            inputs["mask"] = np.stack([sample["gt"], sample["thresh"]], axis=-1)
+        out = self.compose(**inputs)
+        result = dict(sample)
+        result["image"] = np.ascontiguousarray(out["image"])
+        if has_maps:
+            mask = out["mask"]
+            result["gt"] = np.ascontiguousarray(mask[..., 0])
+            result["thresh"] = np.ascontiguousarray(mask[..., 1])
+        return result
