@@ -4,9 +4,11 @@ The budget is automatic (a share of the memory that is free or already held by t
 cache, minus a reserve) unless ``max_bytes`` is set; either way memory pressure wins.
 Watermarks are fractions of the memory this process may use (``limit_bytes``):
 
-- below ``low``: pressure. The cache must free ``free_target_bytes`` now (lowest worth
-  first), its budget shrinks to what remains, and one :class:`MemoryAlert` is raised
-  per pressure episode (a second one only if it escalates to critical, below ``low/2``);
+- below ``low``: pressure. The cache must free ``free_target_bytes`` now, lowest worth
+  first (enough to climb past ``low`` by half the band between the watermarks, at
+  least 1% of the limit); its budget shrinks to what remains, and one
+  :class:`MemoryAlert` is returned per pressure episode (a second one only if it
+  escalates to critical, below ``low/2``);
 - below ``high``: the budget does not grow beyond what the cache already holds;
 - at or above ``high``: the episode is over and the budget grows again.
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _MEMORY_STORES = ("shm", "local")
 # Under pressure, free enough to climb past the low watermark by half the band between
-# the watermarks (at least 1% of the limit), so that one eviction round is enough.
+# the watermarks (at least 1% of the limit), so that one round of eviction is enough.
 _MIN_STEP = 0.01
 
 
@@ -102,6 +104,7 @@ class BudgetController:
         self._probed_at = -math.inf
         self._cache_at_probe = 0
         self._episode_level: str | None = None  # worst alert raised in this episode
+        self._shedding = False  # below low, and not yet back past low + step
 
     @property
     def last(self) -> BudgetDecision | None:
@@ -154,17 +157,22 @@ class BudgetController:
         else:
             held = cache_bytes if self.counts_memory else 0
             budget = max(0, int(cfg.headroom_share * (available + held)) - cfg.reserve_bytes)
+        step = max((cfg.watermarks.high - cfg.watermarks.low) / 2, _MIN_STEP) * limit
+        target = low + step
         free_target = 0
         alert = None
         if available < high:
             budget = min(budget, cache_bytes)
         if available < low:
-            if self.counts_memory:
-                step = max((cfg.watermarks.high - cfg.watermarks.low) / 2, _MIN_STEP) * limit
-                free_target = min(cache_bytes, math.ceil(low - available + step))
+            self._shedding = True
+        elif available >= target:
+            self._shedding = False
+        if self._shedding and self.counts_memory:
+            # Keep shedding until past the target, also when eviction happens in steps.
+            free_target = min(cache_bytes, math.ceil(target - available))
             budget = min(budget, cache_bytes - free_target)
-            if probed:
-                alert = self._alert(available, limit, cache_bytes, free_target)
+        if available < low and probed:
+            alert = self._alert(available, limit, cache_bytes, free_target)
         elif available >= high and probed:
             self._episode_level = None
         return BudgetDecision(budget, available, free_target, alert, reading)
@@ -181,5 +189,6 @@ class BudgetController:
             f"(low watermark {self.config.watermarks.low:.0%}); cache holds "
             f"{format_size(cache_bytes)}, evicting {format_size(free_target)}"
         )
-        log.log(logging.ERROR if level == "critical" else logging.WARNING, "%s", message)
+        # The engine logs the alert and forwards it to its listeners.
+        log.debug("%s alert: %s", level, message)
         return MemoryAlert(level, message, available, limit)

@@ -12,8 +12,11 @@ The engine's calling protocol, for every computed value it could keep:
    candidate (then ``on_insert(cand)``). A hit calls ``on_access(key)``; any other
    removal (budget shrink via ``victim()``, pressure, invalid entry) calls ``on_remove``.
 
-``admit`` does not change the policy's state, so a store failure between ``admit`` and
-``on_insert`` needs no undo.
+``admit`` does not change which entries the policy holds, so a store failure between
+``admit`` and ``on_insert`` needs no undo, and ``admit`` may be asked as a pre-check
+("would you keep this tier?") before the value is computed. ``auto`` learns from every
+candidate it is asked about, so ``observe`` is needed only for candidates that bypass
+``admit`` (a tier forced on, say).
 
 Policies: ``auto`` (worth against a learned knapsack threshold; the default),
 ``static`` (fill in arrival order, never evict to admit), ``lru``, ``off``.
@@ -242,9 +245,10 @@ class AutoPolicy(Policy):
                 heapq.heappush(self._heap, item)
 
     def admit(self, cand: EntryInfo, free_bytes: int, budget_bytes: int) -> list[str] | None:
+        worth = cand.worth
+        self.sketch.add(cand.key, worth, cand.nbytes)
         if cand.nbytes > budget_bytes:
             return None
-        worth = cand.worth
         if cand.nbytes <= free_bytes:
             w_star = self.sketch.threshold(budget_bytes)
             if w_star is not None and worth >= w_star:

@@ -1,4 +1,4 @@
-"""The store contract: where cache entries live (bytes under hex keys).
+"""The store contract: where cache entries live (bytes under file-name-safe keys).
 
 Stores hold bytes only; budgets, accounting and decisions belong to the engine. Any
 failure (disk full, server unreachable, ...) is a :class:`StoreError`, which the
@@ -25,7 +25,8 @@ class StoreHandle(Protocol):
 
 
 class Store(ABC):
-    """Bytes under keys (lower-case hex strings, such as ``stable_hash`` produces).
+    """Bytes under keys (safe file names such as ``tensor-<hex digest>``; see
+    :func:`~adaptive_cache.stores.keys.check_key`).
 
     Attributes:
         name: ``local``, ``shm``, ``disk`` or ``redis``.

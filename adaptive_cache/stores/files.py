@@ -21,7 +21,7 @@ import psutil
 from adaptive_cache.stores.base import Store, StoreError
 from adaptive_cache.stores.keys import check_key, is_key
 
-_TEMP = re.compile(r"\.[0-9a-f]+\.(\d+)-[0-9a-f]+\.tmp")
+_TEMP = re.compile(r"\..+\.(\d+)-[0-9a-f]+\.tmp")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import re
 
-_KEY = re.compile(r"[0-9a-f]{1,128}")
+# Safe file names that cannot clash with temporary or bookkeeping files (which start
+# with "."): the engine's keys look like "tensor-<32 hex digits>".
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_key(key: str) -> str:
-    """Return ``key`` if it is 1-128 lower-case hex digits.
+    """Return ``key`` if it is a safe file name: 1-200 letters, digits, ``_``, ``.``, ``-``,
+    starting with a letter or digit.
 
     Raises:
         ValueError: anything else (keys become file names).
     """
     if not isinstance(key, str) or not _KEY.fullmatch(key):
-        raise ValueError(f"store key must be 1-128 lower-case hex digits, got {key!r}")
+        raise ValueError(
+            "store key must be 1-200 letters, digits, '_', '.' or '-' starting with a "
+            f"letter or digit (such as 'tensor-<hex digest>'), got {key!r}"
+        )
     return key
 
 
