@@ -13,6 +13,7 @@ from collections.abc import Callable
 from adaptive_cache.config import CacheConfig
 from adaptive_cache.stores.base import Store, StoreError, StoreHandle
 from adaptive_cache.stores.disk import DiskHandle, DiskStore
+from adaptive_cache.stores.keys import check_namespace
 from adaptive_cache.stores.local import LocalHandle, LocalStore
 from adaptive_cache.stores.redis import RedisHandle, RedisStore
 from adaptive_cache.stores.shm import ShmHandle, ShmStore
@@ -66,6 +67,7 @@ def open_store(config: CacheConfig, *, namespace: str) -> Store:
         ValueError: unknown store name (lists the known ones) or a bad namespace.
         StoreError: the store cannot be opened (directory not creatable, Redis down).
     """
+    check_namespace(namespace)
     try:
         factory = _STORES[config.store]
     except KeyError:

@@ -1,0 +1,80 @@
+"""Fixtures shared by every test package: real servers the tests talk to."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+
+def _drain(stream) -> None:
+    for _ in stream:
+        pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session; yields its URL.
+
+    Skipped (with the reason) only when the redis-server binary is absent.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server not installed (make system-deps or apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    # redis-server logs this line once it listens: wait for it instead of sleeping.
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if "Ready to accept connections" in line:
+            break
+    else:
+        proc.wait(10)
+        pytest.fail(f"redis-server exited ({proc.returncode}) before it was ready:\n{''.join(log)}")
+    # Keep draining its log so that it never blocks on a full pipe.
+    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    assert client.ping()
+    client.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
