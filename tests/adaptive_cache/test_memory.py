@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_cache.cgroup import parse_limit, stat_field
 from adaptive_cache.memory import FakeProbe, MemoryProbe, MemoryReading, Probe
 
 MiB = 1024**2
@@ -54,26 +53,6 @@ def test_cgroup_fixtures_parse(name, limit, high, usage):
         assert r.limit_bytes == min(limit, high or limit)
         if usage is not None:
             assert r.available_bytes <= min(limit, high or limit) - usage
-
-
-def test_parse_limit_values():
-    assert parse_limit(b"max\n") is None
-    assert parse_limit(b"9223372036854771712\n") is None  # v1 "no limit"
-    assert parse_limit(b"4611686018427387904") is None  # 2**62
-    assert parse_limit(b"4611686018427387903") == 2**62 - 1
-    assert parse_limit(b"1048576\n") == MiB
-    assert parse_limit(b"") is None
-    assert parse_limit(b"garbage") is None
-    assert parse_limit(None) is None
-
-
-def test_stat_field_matches_whole_names_only():
-    raw = b"total_inactive_file 7\ninactive_file 5\nfile 3\n"
-    assert stat_field(raw, b"inactive_file") == 5
-    assert stat_field(raw, b"total_inactive_file") == 7
-    assert stat_field(raw, b"file") == 3
-    assert stat_field(raw, b"anon") is None
-    assert stat_field(b"x 1", b"x") == 1  # no trailing newline
 
 
 def test_reading_limit_and_available_take_the_minimum():
