@@ -106,14 +106,24 @@ class Annotations:
     bad: dict[str, str] = field(default_factory=dict)
 
 
+_MAPPINGS = ("images", "words")  # fields whose keys are names chosen by the user
+
+
 def format_loc(loc: tuple[Any, ...]) -> str:
-    """A pydantic error location as a path: ``images."a.jpg".words."0003".points[1][0]``."""
+    """A pydantic error location as a path: ``images."a.jpg".words."0003".points[1][0]``.
+
+    Field names stay bare; the keys of ``images`` and ``words`` (file names, word ids)
+    are quoted, since they may contain dots.
+    """
     out = ""
+    key_next = False
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += ("." if out else "") + (json.dumps(part) if out else str(part))
+            continue
+        text = json.dumps(str(part)) if key_next else str(part)
+        out += f".{text}" if out else text
+        key_next = not key_next and part in _MAPPINGS
     return out
 
 

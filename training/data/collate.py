@@ -28,7 +28,7 @@ def collate(samples: Sequence[Sample]) -> dict[str, Any]:
         uint8 (B, 1, H, W) (see :mod:`training.data.db_targets` for the layout);
         ``polygons``: per image a list of float32 (N, 2) ground-truth polygons in the
         output frame; ``ignore``: per image a bool (P,) array; ``meta``: per image a
-        dict of the sample's metadata (``file``, ``scale``, ``orig_hw``,
+        dict of the sample's metadata (``file``, ``scale``, ``orig_shape``,
         ``orientation``, ...).
 
     Raises:

@@ -116,7 +116,7 @@ def build_pipeline(
 def _to_output(points: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     """Original (displayed) frame -> output frame."""
     if meta.get("annotation_frame") == "stored":
-        return orient.undo_on_points(points, tuple(meta["stored_hw"]), meta["orientation"])
+        return orient.undo_on_points(points, tuple(meta["stored_shape"]), meta["orientation"])
     return points
 
 
@@ -126,18 +126,18 @@ def polygons_to_output_frame(
     """Map polygons from the canonical frame back to the frame of the annotations.
 
     Undoes the top-left padding (nothing to undo), the canonical resize (and any DCT
-    reduction, via ``meta["scale"]``) and, when the annotations were given on the
+    reduction, via ``meta["scale_xy"]``) and, when the annotations were given on the
     stored pixels, the EXIF orientation.
 
     Args:
         polygons: float (N, 2) ``(x, y)`` arrays in the canonical frame (model output).
-        meta: the sample's metadata (``scale``, ``orientation``, ``stored_hw``,
+        meta: the sample's metadata (``scale_xy``, ``orientation``, ``stored_shape``,
             ``annotation_frame``), as in a collated batch's ``meta`` list.
 
     Returns:
         float32 (N, 2) arrays in the output frame.
     """
-    scale = np.asarray(meta["scale"], dtype=np.float64)
+    scale = np.asarray(meta["scale_xy"], dtype=np.float64)
     return [
         _to_output(np.asarray(p, dtype=np.float64) / scale, meta).astype(np.float32)
         for p in polygons

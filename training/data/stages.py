@@ -4,16 +4,17 @@ Samples are dicts of numpy arrays plus JSON metadata (see
 :mod:`adaptive_cache.codec`); every stage's output round-trips through the codec.
 Polygons stay in the *original displayed frame* (full resolution, EXIF orientation
 applied) from ``decode`` on; the canonical-frame copies the maps need are computed
-from ``meta["scale"]`` where they are used.
+from ``meta["scale_xy"]`` where they are used.
 
 =============  ==============================================================
 stage          adds (removes)
 =============  ==============================================================
 ``decode``     ``image`` (h, w, 3) uint8 upright, maybe DCT-reduced; meta
-               ``orientation``, ``stored_hw``, ``orig_hw``, ``reduction``,
+               ``orientation``, ``stored_shape``, ``orig_shape``, ``reduction``,
                ``annotation_frame`` (removes ``data``)
-``canonical``  ``image`` (S, S, 3) uint8; meta ``scale`` [sx, sy] (original
-               pixels -> canonical), ``canonical_hw`` (content before padding)
+``canonical``  ``image`` (S, S, 3) uint8; meta ``scale_xy`` [sx, sy] (original
+               pixels -> canonical), ``scale`` (the longest side's factor, a
+               float), ``canonical_shape`` (content before padding)
 ``db_maps``    float32 (S, S) ``prob``, ``prob_mask``, ``thresh_map``,
                ``thresh_mask``
 ``pack``       uint8 (S, S) ``gt`` bitfield and ``thresh`` (removes the float
@@ -95,8 +96,8 @@ class DecodeStage(Stage):
             image=dec.image,
             polys=np.ascontiguousarray(polys, dtype=np.float32),
             orientation=dec.orientation,
-            stored_hw=list(dec.stored_hw),
-            orig_hw=list(dec.displayed_hw),
+            stored_shape=list(dec.stored_hw),
+            orig_shape=list(dec.displayed_hw),
             reduction=dec.reduction,
             annotation_frame=self.annotation_frame,
         )
@@ -133,8 +134,10 @@ class DecodeStage(Stage):
 class CanonicalStage(Stage):
     """LongestMaxSize + top-left PadIfNeeded to a square ``image_size`` canvas.
 
-    Records ``scale = [sx, sy]``, the factor from original (full-resolution displayed)
-    pixels to canonical pixels, taking a DCT reduction into account.
+    Records ``scale_xy = [sx, sy]``, the factors from original (full-resolution
+    displayed) pixels to canonical pixels, taking a DCT reduction into account, and
+    ``scale``, the longest side's factor as one float (the two differ by the rounding
+    of the resized size: under half a canonical pixel across the image).
     """
 
     name = "canonical"
@@ -157,17 +160,17 @@ class CanonicalStage(Stage):
         k = sample["reduction"]
         out = dict(sample)
         out["image"] = np.ascontiguousarray(padded)
-        out["scale"] = [
-            resized.shape[1] / (image.shape[1] * k),
-            resized.shape[0] / (image.shape[0] * k),
-        ]
-        out["canonical_hw"] = [int(resized.shape[0]), int(resized.shape[1])]
+        sx = resized.shape[1] / (image.shape[1] * k)
+        sy = resized.shape[0] / (image.shape[0] * k)
+        out["scale_xy"] = [sx, sy]
+        out["scale"] = sx if image.shape[1] >= image.shape[0] else sy
+        out["canonical_shape"] = [int(resized.shape[0]), int(resized.shape[1])]
         return out
 
 
 def canonical_polygons(sample: Sample) -> list[np.ndarray]:
-    """The sample's polygons in the canonical frame (original frame times ``scale``)."""
-    scale = np.asarray(sample["scale"], dtype=np.float32)
+    """The sample's polygons in the canonical frame (original frame times ``scale_xy``)."""
+    scale = np.asarray(sample["scale_xy"], dtype=np.float32)
     return [p * scale for p in unpack_polygons(sample["polys"], sample["poly_offsets"])]
 
 

@@ -179,13 +179,33 @@ def augment_compose(augment: AugmentConfig, thresh_min: float) -> A.Compose:
     return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
 
 
-def compose_fingerprint(compose: A.Compose) -> str:
-    """Hash of the serialised compose and the albumentations version."""
+def _describe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in value.items()}
+    # Functions and other objects: their qualified name, never an address.
+    kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
+    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
+
+
+def _transform_spec(t: Any) -> Any:
     try:
-        spec = json.dumps(A.to_dict(compose), sort_keys=True, default=repr)
+        return A.to_dict(t)
     except (TypeError, ValueError, NotImplementedError):
-        spec = repr(compose)  # a transform albumentations cannot serialise (a Lambda)
-    return stable_hash(A.__version__, spec)
+        # Not serialisable (an unnamed Lambda): class, probability and public attributes.
+        public = {k: _describe(v) for k, v in sorted(vars(t).items()) if not k.startswith("_")}
+        public.pop("random_generator", None)
+        public.pop("py_random", None)
+        return {"class": _describe(type(t)), "attrs": public}
+
+
+def compose_fingerprint(compose: A.Compose) -> str:
+    """Hash of the serialised transforms and the albumentations version."""
+    spec = [_transform_spec(t) for t in compose.transforms]
+    return stable_hash(A.__version__, json.dumps(spec, sort_keys=True, default=str))
 
 
 class AlbumentationsStage(Stage):
