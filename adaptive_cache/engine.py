@@ -326,7 +326,7 @@ class AdaptiveCache:
         self._stats.headroom_bytes = decision.headroom_bytes
         if decision.alert is not None:
             self._stats.alerts[decision.alert.level] = self._stats.alerts.get(decision.alert.level, 0) + 1
-            log.warning("%s: %s", self.name, decision.alert.message)
+            log.warning("%s cache: %s", self.name, decision.alert.message)
             self._emit(decision.alert)
         if decision.free_target_bytes > 0:
             self._shrink(decision.free_target_bytes // self._share, "pressure")

@@ -155,7 +155,8 @@ def merge(snapshots: list[CacheStats]) -> CacheStats:
         out.lookup_count += s.lookup_count
         out.lookup_sum_seconds += s.lookup_sum_seconds
         out.processes += s.processes
-        out.budget_bytes += s.budget_bytes
+        # Every rank reports the node's budget and headroom: take them once.
+        out.budget_bytes = max(out.budget_bytes, s.budget_bytes)
         out.headroom_bytes = max(out.headroom_bytes, s.headroom_bytes)
         for level, n in s.alerts.items():
             out.alerts[level] = out.alerts.get(level, 0) + n
