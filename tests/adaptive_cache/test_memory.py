@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -146,3 +147,49 @@ def test_fake_probe_is_settable_and_counts_reads():
     assert probe.reads == 2
     with pytest.raises(TypeError):
         probe.set(no_such_field=1)
+
+
+class _FakeNvml:
+    """Stands in for the NVIDIA driver library, which this machine lacks."""
+
+    class NVMLError(Exception):
+        pass
+
+    class _Info:
+        total, used, free = 80 * GiB, 30 * GiB, 50 * GiB
+
+    def __init__(self) -> None:
+        self.inits = 0
+        self.fail_reads = False
+
+    def nvmlInit(self) -> None:
+        self.inits += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA H100 80GB HBM3"  # older bindings return bytes
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> _Info:
+        if self.fail_reads:
+            raise self.NVMLError("GPU is lost")
+        return self._Info()
+
+
+def test_gpu_memory_through_nvml_initialised_once(monkeypatch):
+    nvml = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    probe = MemoryProbe(gpus=True)
+    for _ in range(3):
+        gpus = probe.read().gpus
+    assert nvml.inits == 1
+    assert [(g.index, g.name, g.total_bytes, g.used_bytes, g.free_bytes) for g in gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", 80 * GiB, 30 * GiB, 50 * GiB),
+        (1, "NVIDIA H100 80GB HBM3", 80 * GiB, 30 * GiB, 50 * GiB),
+    ]
+    nvml.fail_reads = True  # a failing driver degrades to "no GPU", without an error
+    assert probe.read().gpus == ()
