@@ -158,8 +158,8 @@ def _meminfo_field(raw: bytes | None, name: bytes) -> int | None:
 class MemoryProbe:
     """Reads host, container (cgroup v1/v2) and GPU memory; implements :class:`Probe`.
 
-    A reading costs a handful of ``pread`` calls on files kept open (about 30 us on a
-    2-core container, see the README), so the budget controller can probe often.
+    A reading costs a handful of ``pread`` calls on files kept open (tens of
+    microseconds), so the budget controller can probe often.
 
     Args:
         cgroup_root: where the cgroup hierarchy is mounted.

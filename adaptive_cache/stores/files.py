@@ -3,8 +3,8 @@
 A write goes to a temporary name (``.KEY.PID-TOKEN.tmp``) and is renamed into place,
 so readers see a whole entry or none, and a writer killed mid-write leaves only a
 temporary file, which :meth:`DirectoryStore.sweep` removes once its pid is dead. A read
-is ``open`` + ``fstat`` + one ``read`` into a fresh buffer: on the reference machine
-that beat ``readinto`` a preallocated (or reused) buffer and ``mmap`` (see the README).
+is ``open`` + ``fstat`` + one ``read`` into a fresh buffer: measured on the reference
+machine, that beat ``readinto`` a preallocated (or a reused) buffer and ``mmap``.
 """
 
 from __future__ import annotations
