@@ -113,7 +113,8 @@ class AdaptiveCache:
         self.probe: Probe = probe if probe is not None else MemoryProbe()
         self.budget = BudgetController(config, self.probe, clock=clock)
         self.policy: Policy = make_policy(config.policy, replace_margin=config.replace_margin)
-        self.policy.set_population(max(1, len(pipeline)))
+        # Candidates per epoch: every sample may be offered at each of its tiers.
+        self.policy.set_population(max(1, len(pipeline) * max(1, len(self.tiers))))
         self._share = max(1, int(local_world_size))
         self._lock = threading.RLock()
         self._held: dict[str, EntryInfo] = {}
@@ -236,7 +237,12 @@ class AdaptiveCache:
                 # timings[0] is the source read, timings[i + 1] stage i.
                 first = 0 if report.start == 0 else report.start + 1
                 seconds = cost_base + sum(report.timings[first : end + 1])
-                self._est[tier].add(nbytes, seconds)
+                est = self._est[tier]
+                if est.samples >= _PLAN_AFTER:
+                    # One timing can be off by 2x (scheduling, GC); clamp it to the tier's
+                    # smoothed cost so noise does not make `auto` swap equal entries.
+                    seconds = min(max(seconds, 0.5 * est.seconds), 2.0 * est.seconds)
+                est.add(nbytes, seconds)
                 self._admit(EntryInfo(key, tier, nbytes, seconds), data, written=data is None)
             self._maybe_plan()
             if self.config.log_every_n and st.requests % self.config.log_every_n == 0:
@@ -420,6 +426,9 @@ class AdaptiveCache:
         if not self.enabled or self._share > 1:
             return
         with self._lock:
+            sweep = getattr(self.store, "sweep", None)
+            if sweep is not None:
+                sweep()  # temporary files of writers that died
             present = dict(self.store.entries())
             for key in [k for k in self._held if k not in present]:
                 self._evict(key, "invalid")
