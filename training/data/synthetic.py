@@ -76,10 +76,13 @@ def _lines(rng: np.random.Generator, n_words: int) -> list[list[str]]:
         ],
     ]
     count = sum(len(x) for x in lines)
-    while count < n_words - 6:
+    budget = n_words - 8  # the three closing lines hold at most 8 words
+    while True:
         item = list(rng.choice(_ITEMS, size=rng.integers(1, 3)))
         qty = [f"{rng.integers(1, 5)}", "x", _money(rng)] if rng.random() < 0.4 else []
         line = item + qty + [_money(rng)]
+        if count + len(line) > budget:
+            break
         lines.append(line)
         count += len(line)
     lines.append(["TOTAL", _money(rng)])
@@ -143,7 +146,7 @@ def render(
     h = int(1280 * rng.uniform(0.9, 1.1) * factor * scale)
     image = _texture(rng, (h, w), rng.integers(40, 170, size=3), amp=18.0)
     pw, ph = int(w * rng.uniform(0.55, 0.8)), int(h * rng.uniform(0.72, 0.88))
-    paper, polys, texts = _draw_page(rng, (ph, pw), int(rng.integers(20, 81)))
+    paper, polys, texts = _draw_page(rng, (ph, pw), int(rng.integers(24, 81)))
     # Page corners -> a slightly rotated, perspective-jittered quad inside the image.
     angle = np.deg2rad(rng.uniform(-4.0, 4.0))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
