@@ -113,8 +113,8 @@ class AdaptiveCache:
         self.probe: Probe = probe if probe is not None else MemoryProbe()
         self.budget = BudgetController(config, self.probe, clock=clock)
         self.policy: Policy = make_policy(config.policy, replace_margin=config.replace_margin)
-        # Candidates per epoch: every sample may be offered at each of its tiers.
-        self.policy.set_population(max(1, len(pipeline) * max(1, len(self.tiers))))
+        # Candidates per epoch: one per sample (a miss offers one tier, see _choose_write).
+        self.policy.set_population(max(1, len(pipeline)))
         self._share = max(1, int(local_world_size))
         self._lock = threading.RLock()
         self._held: dict[str, EntryInfo] = {}
