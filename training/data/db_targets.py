@@ -228,18 +228,24 @@ def make_db_maps(
     # The polygon dilated by D (round joins) is the polygon plus every point closer than
     # D to its edges: taken from the distances, it is exact and mirror-symmetric, unlike
     # a rasterised pyclipper outline whose arcs depend on the traversal direction.
-    thresh_mask = np.maximum(inside, (border > 0).astype(np.float32))
-    thresh = border * np.float32(thresh_max - thresh_min) + np.float32(thresh_min)
+    # In place: every full-size temporary is a fresh allocation that page-faults.
+    thresh_mask = inside
+    thresh_mask[border > 0] = 1.0
+    thresh = border
+    thresh *= np.float32(thresh_max - thresh_min)
+    thresh += np.float32(thresh_min)
     return DBMaps(prob=prob, prob_mask=prob_mask, thresh=thresh, thresh_mask=thresh_mask)
 
 
 def pack(maps: DBMaps) -> tuple[np.ndarray, np.ndarray]:
     """Float maps -> the compact ``(gt, thresh)`` pair, both uint8 (H, W)."""
-    gt = (maps.prob > 0.5).astype(np.uint8) * TEXT_BIT
-    gt |= (maps.prob_mask > 0.5).astype(np.uint8) * PROB_MASK_BIT
-    gt |= (maps.thresh_mask > 0.5).astype(np.uint8) * THRESH_MASK_BIT
-    thresh = np.rint(np.clip(maps.thresh, 0.0, 1.0) * THRESH_SCALE).astype(np.uint8)
-    return gt, thresh
+    gt = (maps.prob > 0.5).view(np.uint8)  # bool -> 0/1 without a copy; TEXT_BIT = 1
+    gt |= (maps.prob_mask > 0.5).view(np.uint8) << 1  # PROB_MASK_BIT
+    gt |= (maps.thresh_mask > 0.5).view(np.uint8) << 2  # THRESH_MASK_BIT
+    scaled = maps.thresh * np.float32(THRESH_SCALE)
+    np.clip(scaled, 0.0, THRESH_SCALE, out=scaled)
+    np.rint(scaled, out=scaled)
+    return gt, scaled.astype(np.uint8)
 
 
 def background_fill(thresh_min: float) -> tuple[int, int]:

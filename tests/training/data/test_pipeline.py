@@ -148,3 +148,19 @@ def test_same_seed_epoch_index_is_bit_identical_in_another_process(synthetic_roo
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
     assert len(set(here)) == len(here)
+
+
+def test_resuming_from_a_decoded_tier_gives_the_same_sample(data_config: DataConfig) -> None:
+    # What the cache does: store a tier with the codec, then run the remaining stages
+    # from the decoded value, whose arrays may be read-only views into a store's buffer.
+    pipe = build_pipeline(data_config, "train", seed=4)
+    direct = pipe.run(2, epoch=1)
+    for tier in ("image", "maps", "tensor"):
+        end = pipe.tier_end(tier)
+        stored = codec.decode(bytes(codec.encode(pipe.run(2, epoch=1, upto=end))))
+        for value in stored.values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False  # as views into a shared read-only buffer
+        resumed = pipe.run(2, epoch=1, start=end, sample=stored)
+        assert set(resumed) == set(direct), tier
+        assert all(_equal(direct[k], resumed[k]) for k in direct), tier
