@@ -1,7 +1,9 @@
 """The OCR data pipeline: annotations, decoding, DB targets, transforms, batches.
 
 Names are re-exported lazily (PEP 562) so that ``from training.data.synthetic import
-generate`` does not pay for importing torch and albumentations.
+generate`` does not pay for importing torch and albumentations. ``collate`` is not
+among them: importing the submodule ``training.data.collate`` rebinds that package
+attribute to the module, so import it from there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ _EXPORTS = {
     "OcrSource": "source",
     "PipelineDataset": "dataset",
     "build_pipeline": "pipeline",
-    "collate": "collate",
     "compare_dct_decoding": "profile",
     "decode_image": "images",
     "generate": "synthetic",
