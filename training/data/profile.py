@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -23,7 +23,14 @@ from training.data.images import Decoder, choose_reduction, decode_image
 from training.data.transforms import canonical_compose
 
 
-def profile_stages(pipeline: Pipeline, n: int, *, batch_size: int = 4, epoch: int = 0) -> dict:
+def profile_stages(
+    pipeline: Pipeline,
+    n: int,
+    *,
+    batch_size: int = 4,
+    epoch: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
     """Median seconds per sample of each step over the first ``n`` samples.
 
     Args:
@@ -31,6 +38,8 @@ def profile_stages(pipeline: Pipeline, n: int, *, batch_size: int = 4, epoch: in
         n: number of samples (capped at the pipeline's length).
         batch_size: batch size for the collate measurement.
         epoch: the epoch passed to random stages.
+        clock: ``time.perf_counter`` (wall time, the default) or ``time.process_time``
+            (CPU time of the process, all threads: steadier on a shared machine).
 
     Returns:
         ``{"read": s, <stage name>: s, ..., "collate": s, "total": s, "n": n}``, where
@@ -44,20 +53,21 @@ def profile_stages(pipeline: Pipeline, n: int, *, batch_size: int = 4, epoch: in
     per_step: list[list[float]] = [[] for _ in names]
     outputs = []
     for index in range(n):
-        timings = [0.0] * len(names)
-        outputs.append(pipeline.run(index, epoch, timings=timings))
-        for i, t in enumerate(timings):
-            per_step[i].append(t)
+        t0 = clock()
+        sample = pipeline.source.load(index)
+        per_step[0].append(clock() - t0)
+        for pos, stage in enumerate(pipeline.stages):
+            rng = pipeline.rng(index, epoch, pos)  # what Pipeline.run passes
+            t0 = clock()
+            sample = stage(sample, rng)
+            per_step[pos + 1].append(clock() - t0)
+        outputs.append(sample)
     collate_s = []
-    for start in range(0, n - batch_size + 1, batch_size):
+    for start in range(0, max(n - batch_size, 0) + 1, batch_size):
         batch = outputs[start : start + batch_size]
-        t0 = time.perf_counter()
+        t0 = clock()
         collate(batch)
-        collate_s.append((time.perf_counter() - t0) / len(batch))
-    if not collate_s:  # fewer samples than one batch
-        t0 = time.perf_counter()
-        collate(outputs)
-        collate_s.append((time.perf_counter() - t0) / len(outputs))
+        collate_s.append((clock() - t0) / len(batch))
     result = {name: statistics.median(ts) for name, ts in zip(names, per_step, strict=True)}
     result["collate"] = statistics.median(collate_s)
     result["total"] = sum(result.values())

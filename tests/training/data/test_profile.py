@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from training.config import DataConfig
 from training.data.pipeline import build_pipeline
 from training.data.profile import profile_stages
@@ -19,3 +21,8 @@ def test_profile_stages_small_dataset(data_config: DataConfig) -> None:
     pipe = build_pipeline(data_config, "val")
     result = profile_stages(pipe, 100, batch_size=8)  # capped at 4 samples, one short batch
     assert result["n"] == 4 and result["collate"] > 0 and "augment" not in result
+
+
+def test_profile_stages_with_cpu_clock(data_config: DataConfig) -> None:
+    result = profile_stages(build_pipeline(data_config, "val"), 2, clock=time.process_time)
+    assert result["decode"] > 0 and result["n"] == 2
