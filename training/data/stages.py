@@ -11,7 +11,7 @@ stage          adds (removes)
 =============  ==============================================================
 ``decode``     ``image`` (h, w, 3) uint8 upright, maybe DCT-reduced; meta
                ``orientation``, ``stored_shape``, ``orig_shape``, ``reduction``,
-               ``annotation_frame`` (removes ``data``)
+               ``annotation_frame`` (removes ``data``, ``index``, ``path``)
 ``canonical``  ``image`` (S, S, 3) uint8; meta ``scale_xy`` [sx, sy] (original
                pixels -> canonical), ``scale`` (the longest side's factor, a
                float), ``canonical_shape`` (content before padding)
@@ -39,6 +39,7 @@ from training.data.transforms import canonical_compose, compose_fingerprint
 log = logging.getLogger(__name__)
 
 _FLOAT_MAPS = ("prob", "prob_mask", "thresh_map", "thresh_mask")
+_LOAD_ONLY = ("data", "read_error", "index", "path")
 
 
 class DecodeStage(Stage):
@@ -91,7 +92,9 @@ class DecodeStage(Stage):
         polys = sample["polys"]
         if self.annotation_frame == "stored":
             polys = orient.apply_to_points(polys, dec.stored_hw, dec.orientation)
-        out = {k: v for k, v in sample.items() if k not in ("data", "read_error")}
+        # Only what describes the content: the index and the path depend on the listing
+        # and the machine, and a cached value must not.
+        out = {k: v for k, v in sample.items() if k not in _LOAD_ONLY}
         out.update(
             image=dec.image,
             polys=np.ascontiguousarray(polys, dtype=np.float32),
