@@ -15,6 +15,15 @@ from training.module import IMAGENET_MEAN, IMAGENET_STD, DBNetModule, lr_factor
 SIZE = 64
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors: one intra-op thread (see tests/training/model/conftest.py for why)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_sample(seed: int, scale: float = 1.0) -> dict:
     """One canonical sample in the collate format: a bright word on a dark background.
 
