@@ -40,7 +40,9 @@ def encode(sample: dict[str, Any]) -> bytearray:
     for name, value in sample.items():
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in _ALLOWED_KINDS:
-                raise TypeError(f"codec: array {name!r} has dtype {value.dtype}; only numeric arrays")
+                raise TypeError(
+                    f"codec: array {name!r} has dtype {value.dtype}; only numeric arrays"
+                )
             arrays.append((name, value if value.flags.c_contiguous else value.copy(order="C")))
         else:
             meta[name] = value

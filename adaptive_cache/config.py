@@ -111,7 +111,9 @@ class CacheConfig(_Strict):
     sample which tier to keep.
     """
 
-    policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = "auto"
+    policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
+        "auto"
+    )
     store: Literal["shm", "local", "disk", "redis"] = "shm"
     max_bytes: Size | None = None
     reserve_bytes: Size = parse_size("1GiB")
@@ -139,7 +141,8 @@ class CacheConfig(_Strict):
                 raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
             if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError(
-                    f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+                    "redis_url must start with redis://, rediss:// or unix://, "
+                    f"got {self.redis_url!r}"
                 )
         return self
 

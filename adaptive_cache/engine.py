@@ -109,7 +109,9 @@ class AdaptiveCache:
             t for t in pipeline.tiers if self.enabled and config.tier_mode(t) is not TierMode.off
         ]
         self.namespace = namespace or f"{name}-{uuid.uuid4().hex[:12]}"
-        self.store: Store = store if store is not None else open_store(config, namespace=self.namespace)
+        self.store: Store = (
+            store if store is not None else open_store(config, namespace=self.namespace)
+        )
         self.probe: Probe = probe if probe is not None else MemoryProbe()
         self.budget = BudgetController(config, self.probe, clock=clock)
         self.policy: Policy = make_policy(config.policy, replace_margin=config.replace_margin)
@@ -178,7 +180,9 @@ class AdaptiveCache:
         if self._final is None:
             return None
         key = self.pipeline.keys(index, (self._final,))[self._final]
-        if key in self._held or (self.store.shared and self._share > 1 and self.store.contains(key)):
+        if key in self._held or (
+            self.store.shared and self._share > 1 and self.store.contains(key)
+        ):
             return key
         return None
 
@@ -193,7 +197,10 @@ class AdaptiveCache:
             if est.samples == 0:
                 return ((tier, keys[tier]),)  # nothing measured yet: offer and learn
             cand = EntryInfo(keys[tier], tier, max(1, int(est.nbytes)), est.seconds)
-            if self._forced(tier) or self.policy.admit(cand, budget - self._used, budget) is not None:
+            if (
+                self._forced(tier)
+                or self.policy.admit(cand, budget - self._used, budget) is not None
+            ):
                 return ((tier, keys[tier]),)
         return ()
 
@@ -275,7 +282,12 @@ class AdaptiveCache:
                 self.store.put(cand.key, data)
             except StoreError as exc:
                 self._stats.store_errors += 1
-                log.warning("%s: cache store %s failed to write; continuing uncached: %s", self.name, self.store.name, exc)
+                log.warning(
+                    "%s: cache store %s failed to write; continuing uncached: %s",
+                    self.name,
+                    self.store.name,
+                    exc,
+                )
                 return False
         self._held[cand.key] = cand
         self._used += cand.nbytes
@@ -287,7 +299,9 @@ class AdaptiveCache:
         # The tiers above a newly kept one are now useless for this sample.
         prefix = cand.key.split("-", 1)[1]
         for tier in self.tiers:
-            if tier != cand.tier and self.pipeline.tier_end(tier) < self.pipeline.tier_end(cand.tier):
+            if tier != cand.tier and self.pipeline.tier_end(tier) < self.pipeline.tier_end(
+                cand.tier
+            ):
                 other = f"{tier}-{prefix}"
                 if other in self._held:
                     self._evict(other, "replaced")
@@ -331,7 +345,9 @@ class AdaptiveCache:
         self._stats.budget_bytes = decision.budget_bytes
         self._stats.headroom_bytes = decision.headroom_bytes
         if decision.alert is not None:
-            self._stats.alerts[decision.alert.level] = self._stats.alerts.get(decision.alert.level, 0) + 1
+            self._stats.alerts[decision.alert.level] = (
+                self._stats.alerts.get(decision.alert.level, 0) + 1
+            )
             log.warning("%s cache: %s", self.name, decision.alert.message)
             self._emit(decision.alert)
         if decision.free_target_bytes > 0:
@@ -412,7 +428,13 @@ class AdaptiveCache:
             ts.items += 1
             adopted += 1
         if adopted:
-            log.info("%s: adopted %d entries (%s) from %s", self.name, adopted, format_size(self._used), self.store.name)
+            log.info(
+                "%s: adopted %d entries (%s) from %s",
+                self.name,
+                adopted,
+                format_size(self._used),
+                self.store.name,
+            )
         self._refresh_budget(force=True)
 
     def reconcile(self) -> None:

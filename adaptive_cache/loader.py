@@ -68,7 +68,9 @@ class CacheDataset(Dataset):
             return self.cache.get(index, self.epoch)
         # In a worker: read what is cached, admit nothing (the owner is elsewhere).
         order = self.cache.order(index, self.epoch)
-        sample, _ = execute(self.cache.pipeline, self.cache.store, WorkOrder(order.index, order.epoch, order.lookup))
+        sample, _ = execute(
+            self.cache.pipeline, self.cache.store, WorkOrder(order.index, order.epoch, order.lookup)
+        )
         return sample
 
 

@@ -101,7 +101,11 @@ class FunctionStage(Stage):
         self._uses_rng = uses_rng
 
     def params(self) -> object:
-        return (getattr(self._fn, "__module__", ""), getattr(self._fn, "__qualname__", ""), self._params)
+        return (
+            getattr(self._fn, "__module__", ""),
+            getattr(self._fn, "__qualname__", ""),
+            self._params,
+        )
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return self._fn(sample, rng) if self._uses_rng else self._fn(sample)

@@ -25,11 +25,17 @@ class FileSource:
         ValueError: no files.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None
+    ) -> None:
         if not paths:
             raise ValueError("FileSource: no files given")
         self.paths = [Path(p) for p in paths]
-        self.root = Path(root) if root is not None else Path(os.path.commonpath([str(p.parent) for p in self.paths]))
+        self.root = (
+            Path(root)
+            if root is not None
+            else Path(os.path.commonpath([str(p.parent) for p in self.paths]))
+        )
 
     @classmethod
     def glob(cls, root: str | os.PathLike[str], pattern: str = "*") -> FileSource:

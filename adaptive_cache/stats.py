@@ -127,17 +127,25 @@ class CacheStats:
             s.lookup_buckets = [int(b) for b in buckets]
         for name, t in d.get("tiers", {}).items():
             ts = s.tier(name)
-            ts.hits, ts.misses, ts.insertions = int(t["hits"]), int(t["misses"]), int(t["insertions"])
+            ts.hits, ts.misses, ts.insertions = (
+                int(t["hits"]),
+                int(t["misses"]),
+                int(t["insertions"]),
+            )
             ts.evictions.update({k: int(v) for k, v in t["evictions"].items()})
             ts.bytes, ts.items = int(t["bytes"]), int(t["items"])
             ts.saved_seconds = float(t["saved_seconds"])
         return s
 
     def summary(self) -> str:
-        """One line, e.g. ``cache: hit 91.2% (tensor 404/404), 0.79 GiB of 6.10 GiB, 0 evictions``."""
+        """One line: ``cache: hit 91.2% (tensor 404/404), 0.79 GiB of 6.10 GiB, 0 evictions``."""
         from adaptive_cache.config import format_size
 
-        parts = [f"{name} {t.hits}/{t.hits + t.misses}" for name, t in sorted(self.tiers.items()) if t.hits or t.misses or t.items]
+        parts = [
+            f"{name} {t.hits}/{t.hits + t.misses}"
+            for name, t in sorted(self.tiers.items())
+            if t.hits or t.misses or t.items
+        ]
         tiers = f" ({', '.join(parts)})" if parts else ""
         return (
             f"cache: hit {100 * self.hit_ratio:.1f}%{tiers}, {format_size(self.bytes)} of "
@@ -160,7 +168,9 @@ def merge(snapshots: list[CacheStats]) -> CacheStats:
         out.headroom_bytes = max(out.headroom_bytes, s.headroom_bytes)
         for level, n in s.alerts.items():
             out.alerts[level] = out.alerts.get(level, 0) + n
-        out.lookup_buckets = [a + b for a, b in zip(out.lookup_buckets, s.lookup_buckets, strict=True)]
+        out.lookup_buckets = [
+            a + b for a, b in zip(out.lookup_buckets, s.lookup_buckets, strict=True)
+        ]
         for name, t in s.tiers.items():
             out.tier(name).add(t)
     return out

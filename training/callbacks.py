@@ -145,7 +145,10 @@ class CacheStatsCallback(pl.Callback):
         if trainer.is_global_zero:
             log.info(
                 "epoch %d %s %s (this epoch: hit %.1f%%)",
-                trainer.current_epoch, split, now.summary(), 100 * rec["hit_ratio"],
+                trainer.current_epoch,
+                split,
+                now.summary(),
+                100 * rec["hit_ratio"],
             )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -181,5 +184,7 @@ class MetricsCallback(pl.Callback):
             self.metrics.set_loss("val", float(m["val/loss"]))
         if "val/hmean" in m:
             self.metrics.set_val_metrics(
-                float(m["val/hmean"]), float(m.get("val/precision", 0.0)), float(m.get("val/recall", 0.0))
+                float(m["val/hmean"]),
+                float(m.get("val/precision", 0.0)),
+                float(m.get("val/recall", 0.0)),
             )

@@ -21,7 +21,11 @@ log = logging.getLogger("adaptive_cache.cli")
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", action="append", default=[], metavar="FILE",
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="a YAML preset merged over configs/default.yaml (repeatable)",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dot-list overrides")

@@ -47,7 +47,7 @@ def write_csv(predictions: list[dict[str, Any]], path: Path) -> None:
         w.writerow(["filename", "polygons"])
         for p in predictions:
             polys = [
-                " ".join(f"{int(round(float(v)))}" for v in np.asarray(poly).reshape(-1))
+                " ".join(f"{round(float(v))}" for v in np.asarray(poly).reshape(-1))
                 for poly in p["polygons"]
             ]
             w.writerow([p["file"], "|".join(polys)])

@@ -63,7 +63,11 @@ def resolve_precision(config: Config) -> str:
     p = config.trainer.precision
     if p != "auto":
         return p
-    return "16-mixed" if torch.cuda.is_available() and config.trainer.accelerator != "cpu" else "bf16-mixed"
+    return (
+        "16-mixed"
+        if torch.cuda.is_available() and config.trainer.accelerator != "cpu"
+        else "bf16-mixed"
+    )
 
 
 class PeakMemory(pl.Callback):
@@ -181,9 +185,7 @@ def train(config: Config) -> Path:
     ]
     if exporter is not None:
         callbacks.append(MetricsCallback(exporter.training, timer))
-    module = DBNetModule(
-        config.model, config.optim, channels_last=torch.cuda.is_available()
-    )
+    module = DBNetModule(config.model, config.optim, channels_last=torch.cuda.is_available())
     trainer = pl.Trainer(
         **_trainer_kwargs(config, precision),
         callbacks=callbacks,
@@ -208,7 +210,9 @@ def train(config: Config) -> Path:
                 return
             m = tr.callback_metrics
             val[tr.current_epoch] = {
-                k: float(m[f"val/{k}"]) for k in ("hmean", "precision", "recall", "loss") if f"val/{k}" in m
+                k: float(m[f"val/{k}"])
+                for k in ("hmean", "precision", "recall", "loss")
+                if f"val/{k}" in m
             }
 
     trainer.callbacks.append(_Collect())
@@ -232,7 +236,14 @@ def train(config: Config) -> Path:
 
 
 def _merge_cache(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"hits": 0, "misses": 0, "bytes": 0, "budget_bytes": 0, "evictions": 0, "by_tier": {}}
+    out: dict[str, Any] = {
+        "hits": 0,
+        "misses": 0,
+        "bytes": 0,
+        "budget_bytes": 0,
+        "evictions": 0,
+        "by_tier": {},
+    }
     for rec in records.values():
         for k in ("hits", "misses", "bytes", "budget_bytes", "evictions"):
             out[k] += rec[k]
@@ -282,7 +293,10 @@ def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> 
 
 def format_table(summary: dict[str, Any]) -> str:
     """The epoch table printed at the end of a run."""
-    head = f"{'epoch':>5} {'train s':>8} {'val s':>7} {'wait s':>7} {'hit':>6} {'cache':>10} {'loss':>7} {'hmean':>6}"
+    head = (
+        f"{'epoch':>5} {'train s':>8} {'val s':>7} {'wait s':>7} {'hit':>6} "
+        f"{'cache':>10} {'loss':>7} {'hmean':>6}"
+    )
     lines = [head, "-" * len(head)]
     for e in summary["epochs"]:
         loss = f"{e['loss']:.3f}" if e["loss"] is not None else "-"
@@ -297,5 +311,3 @@ def format_table(summary: dict[str, Any]) -> str:
         f"peak memory {format_size(summary['peak_memory_bytes'])}"
     )
     return "\n".join(lines)
-
-

@@ -11,7 +11,9 @@ from adaptive_cache.pipeline import FunctionStage, Pipeline
 from adaptive_cache.sources import FileSource
 
 
-def write_images(root: Path, n: int, *, size: int = 48, seed: int = 0, vary: bool = False) -> list[Path]:
+def write_images(
+    root: Path, n: int, *, size: int = 48, seed: int = 0, vary: bool = False
+) -> list[Path]:
     """``n`` PNG files of random pixels; with ``vary`` their sizes differ."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,10 @@ def _decode(s):
 
 
 def _resize(s):
-    return {"path": s["path"], "image": cv2.resize(s["image"], (32, 32), interpolation=cv2.INTER_AREA)}
+    return {
+        "path": s["path"],
+        "image": cv2.resize(s["image"], (32, 32), interpolation=cv2.INTER_AREA),
+    }
 
 
 def _crop(s, rng):
@@ -41,7 +46,9 @@ def _crop(s, rng):
     return {"path": s["path"], "image": np.ascontiguousarray(s["image"][y : y + 24, x : x + 24])}
 
 
-def image_pipeline(root: Path, *, random: bool = True, seed: int = 0, resize_version: str = "1") -> Pipeline:
+def image_pipeline(
+    root: Path, *, random: bool = True, seed: int = 0, resize_version: str = "1"
+) -> Pipeline:
     """decode -> resize (tiers ``image`` and ``small``) -> optional random crop."""
     stages = [
         FunctionStage("decode", _decode),
@@ -49,7 +56,9 @@ def image_pipeline(root: Path, *, random: bool = True, seed: int = 0, resize_ver
     ]
     if random:
         stages.append(FunctionStage("crop", _crop, deterministic=False, uses_rng=True))
-    return Pipeline(FileSource.glob(root, "*.png"), stages, {"image": "decode", "small": "resize"}, seed=seed)
+    return Pipeline(
+        FileSource.glob(root, "*.png"), stages, {"image": "decode", "small": "resize"}, seed=seed
+    )
 
 
 def collate(samples):

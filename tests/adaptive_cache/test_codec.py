@@ -10,7 +10,9 @@ from hypothesis.extra import numpy as hnp
 
 from adaptive_cache import codec
 
-_dtypes = st.sampled_from([np.uint8, np.int32, np.float32, np.float64, np.bool_, np.int64, np.uint16])
+_dtypes = st.sampled_from(
+    [np.uint8, np.int32, np.float32, np.float64, np.bool_, np.int64, np.uint16]
+)
 
 
 @given(
@@ -19,7 +21,15 @@ _dtypes = st.sampled_from([np.uint8, np.int32, np.float32, np.float64, np.bool_,
         hnp.arrays(_dtypes, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)),
         max_size=4,
     ),
-    meta=st.dictionaries(st.text(max_size=8).map(lambda s: "m_" + s), st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=10), st.lists(st.integers(0, 9), max_size=4)), max_size=3),
+    meta=st.dictionaries(
+        st.text(max_size=8).map(lambda s: "m_" + s),
+        st.one_of(
+            st.integers(-(2**40), 2**40),
+            st.text(max_size=10),
+            st.lists(st.integers(0, 9), max_size=4),
+        ),
+        max_size=3,
+    ),
 )
 def test_round_trip(arrays, meta):
     sample = {**arrays, **meta}
@@ -66,5 +76,9 @@ def test_object_arrays_and_unserialisable_meta_are_refused():
 
 
 def test_encoded_size_estimate_bounds_the_real_size():
-    sample = {"image": np.zeros((640, 640, 3), np.uint8), "gt": np.zeros((640, 640), np.uint8), "name": "a.jpg"}
+    sample = {
+        "image": np.zeros((640, 640, 3), np.uint8),
+        "gt": np.zeros((640, 640), np.uint8),
+        "name": "a.jpg",
+    }
     assert codec.encoded_size(sample) >= len(codec.encode(sample))

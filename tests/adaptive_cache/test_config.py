@@ -10,7 +10,14 @@ from adaptive_cache.config import CacheConfig, TierMode, format_size, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4GiB", 4 * 1024**3), ("1.5GB", 1_500_000_000), ("512MiB", 512 * 1024**2), ("10", 10), (7, 7), ("2 kib", 2048)],
+    [
+        ("4GiB", 4 * 1024**3),
+        ("1.5GB", 1_500_000_000),
+        ("512MiB", 512 * 1024**2),
+        ("10", 10),
+        (7, 7),
+        ("2 kib", 2048),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected

@@ -131,12 +131,16 @@ def test_fake_pressure_shrinks_cache_and_alerts(tmp_path):
 def test_persistent_store_adopts_and_never_serves_stale(tmp_path):
     paths = write_images(tmp_path / "img", 4)
     disk = str(tmp_path / "disk")
-    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+    with _cache(
+        tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False
+    ) as cache:
         for i in range(4):
             cache.get(i)
         held = cache.bytes_held
     # Restart: entries are adopted and served.
-    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+    with _cache(
+        tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False
+    ) as cache:
         assert cache.bytes_held == held
         cache.get(1)
         assert cache.stats().hits == 1
@@ -144,7 +148,9 @@ def test_persistent_store_adopts_and_never_serves_stale(tmp_path):
     write_images(tmp_path / "new", 1, seed=99)
     os.replace(tmp_path / "new" / "img0000.png", paths[1])
     fresh = image_pipeline(tmp_path / "img", random=False).run(1)
-    with _cache(tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False) as cache:
+    with _cache(
+        tmp_path / "img", store="disk", disk_dir=disk, max_bytes="1GiB", random=False
+    ) as cache:
         got = cache.get(1)
         np.testing.assert_array_equal(got["image"], fresh["image"])
         st = cache.stats()
@@ -152,7 +158,9 @@ def test_persistent_store_adopts_and_never_serves_stale(tmp_path):
         assert sum(t.evictions["invalid"] for t in st.tiers.values()) >= 1
     # The pipeline changes (a stage's parameters): no stale hit either.
     changed = image_pipeline(tmp_path / "img", random=False, resize_version="2")
-    with _cache(tmp_path / "img", pipeline=changed, store="disk", disk_dir=disk, max_bytes="1GiB") as cache:
+    with _cache(
+        tmp_path / "img", pipeline=changed, store="disk", disk_dir=disk, max_bytes="1GiB"
+    ) as cache:
         cache.get(2)
         assert cache.stats().tiers["small"].hits == 0
 
@@ -161,10 +169,16 @@ def test_corrupt_entry_is_a_miss_and_evicted(tmp_path):
     write_images(tmp_path / "img", 3)
     disk = tmp_path / "disk"
     want = image_pipeline(tmp_path / "img", random=False).run(0)
-    with _cache(tmp_path / "img", store="disk", disk_dir=str(disk), max_bytes="1GiB", random=False) as cache:
+    with _cache(
+        tmp_path / "img", store="disk", disk_dir=str(disk), max_bytes="1GiB", random=False
+    ) as cache:
         for i in range(3):
             cache.get(i)
-        key = next(k for k in cache.held_keys() if k.startswith("small-") and k in cache.pipeline.keys(0, ["small"]).values())
+        key = next(
+            k
+            for k in cache.held_keys()
+            if k.startswith("small-") and k in cache.pipeline.keys(0, ["small"]).values()
+        )
         for path in disk.rglob(f"*{key}*"):
             path.write_bytes(b"garbage")
         got = cache.get(0)

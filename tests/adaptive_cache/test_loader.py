@@ -17,7 +17,13 @@ from tests.adaptive_cache.test_engine import StaticProbe, _config
 
 def _loader(root, *, workers, random=True, persistent=False, **cfg):
     pipe = image_pipeline(root, random=random)
-    cache = AdaptiveCache(pipe, _config(store="shm", **cfg), name="t", probe=StaticProbe(), namespace=pid_namespace("ldr"))
+    cache = AdaptiveCache(
+        pipe,
+        _config(store="shm", **cfg),
+        name="t",
+        probe=StaticProbe(),
+        namespace=pid_namespace("ldr"),
+    )
     loader = CacheLoader(
         CacheDataset(cache),
         batch_size=4,
@@ -65,7 +71,9 @@ def test_hit_rate_equal_across_worker_counts(tmp_path):
     budget = _footprint(tmp_path / "img") // 2
     rates = {}
     for workers in (0, 2, 4):
-        cache, loader = _loader(tmp_path / "img", workers=workers, policy="static", max_bytes=budget, persistent=True)
+        cache, loader = _loader(
+            tmp_path / "img", workers=workers, policy="static", max_bytes=budget, persistent=True
+        )
         with cache:
             for _ in loader:  # epoch 0 fills
                 pass
@@ -81,7 +89,9 @@ def test_hit_rate_equal_across_worker_counts(tmp_path):
 
 def test_fully_cached_epoch_uses_no_worker(tmp_path):
     write_images(tmp_path / "img", 12)
-    cache, loader = _loader(tmp_path / "img", workers=2, random=False, max_bytes="1GiB", persistent=True)
+    cache, loader = _loader(
+        tmp_path / "img", workers=2, random=False, max_bytes="1GiB", persistent=True
+    )
     with cache:
         for _ in loader:
             pass
@@ -119,8 +129,18 @@ def test_cache_consistent_after_worker_killed(tmp_path, monkeypatch):
     flag.write_text("1")
     monkeypatch.setenv("AC_TEST_KILL_FLAG", str(flag))
     base = image_pipeline(tmp_path / "img", random=False)
-    pipe = Pipeline(base.source, [FunctionStage("check", _suicide), *base.stages], {"image": "decode", "small": "resize"})
-    cache = AdaptiveCache(pipe, _config(store="shm", max_bytes="1GiB"), name="t", probe=StaticProbe(), namespace=pid_namespace("kill"))
+    pipe = Pipeline(
+        base.source,
+        [FunctionStage("check", _suicide), *base.stages],
+        {"image": "decode", "small": "resize"},
+    )
+    cache = AdaptiveCache(
+        pipe,
+        _config(store="shm", max_bytes="1GiB"),
+        name="t",
+        probe=StaticProbe(),
+        namespace=pid_namespace("kill"),
+    )
     loader = CacheLoader(CacheDataset(cache), batch_size=2, num_workers=2, collate_fn=collate)
     with cache:
         with pytest.raises(RuntimeError):

@@ -9,7 +9,9 @@ from training.config import CONFIG_DIR, load_config
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(["trainer.max_epochs=7", "cache.max_bytes=2GiB", "data.train.cache.tiers.tensor=off"])
+    cfg = load_config(
+        ["trainer.max_epochs=7", "cache.max_bytes=2GiB", "data.train.cache.tiers.tensor=off"]
+    )
     assert cfg.trainer.max_epochs == 7
     assert cfg.cache.max_bytes == 2 * 1024**3
     assert cfg.cache_for("train").tier_mode("tensor").value == "off"
@@ -43,7 +45,7 @@ def test_every_preset_validates():
 def test_bad_yaml_file_names_it(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cache: [unclosed\n")
-    with pytest.raises(ValueError, match="bad.yaml"):
+    with pytest.raises(ValueError, match=r"bad\.yaml"):
         load_config([], config_files=[bad])
 
 
