@@ -176,7 +176,8 @@ class MetricsCallback(pl.Callback):
         if loss is not None:
             self.metrics.set_loss("train", float(loss))
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Not on_validation_epoch_end: callbacks run before the module logs val/hmean.
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
