@@ -49,10 +49,13 @@ class OcrDataModule(pl.LightningDataModule):
             node's sum (default: a directory under the run's shared-memory namespace).
     """
 
-    def __init__(self, config: Config, *, stats_dir: str | None = None) -> None:
+    def __init__(
+        self, config: Config, *, stats_dir: str | None = None, local_world_size: int | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.stats_dir = stats_dir
+        self.local_world_size = local_world_size
         self.caches: dict[str, AdaptiveCache] = {}
         self._loaders: dict[str, CacheLoader] = {}
 
@@ -61,7 +64,7 @@ class OcrDataModule(pl.LightningDataModule):
         if split not in self.caches:
             cfg = self.config
             pipeline = build_pipeline(cfg.data, split, seed=cfg.seed)
-            local_world = _env_int("LOCAL_WORLD_SIZE", 1)
+            local_world = self.local_world_size or _env_int("LOCAL_WORLD_SIZE", 1)
             stats_dir = None
             if self.stats_dir:
                 stats_dir = str(Path(self.stats_dir) / split)

@@ -145,6 +145,14 @@ def _trainer_kwargs(config: Config, precision: str) -> dict[str, Any]:
     return kw
 
 
+def _local_world(config: Config) -> int:
+    """Processes of this node that will share the caches (known before DDP launches)."""
+    t = config.trainer
+    if "ddp" in t.strategy and isinstance(t.devices, int):
+        return t.devices
+    return 1
+
+
 def _start_exporter(config: Config, dm: OcrDataModule) -> Any:
     if not (config.monitoring.enabled and is_rank_zero()):
         return None
@@ -184,7 +192,7 @@ def train(config: Config) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config)
     stats_dir = Path(tempfile.gettempdir()) / f"adaptive-cache-stats-{rid}"
-    dm = OcrDataModule(config, stats_dir=str(stats_dir))
+    dm = OcrDataModule(config, stats_dir=str(stats_dir), local_world_size=_local_world(config))
     dm.setup("fit")
     for split, cache in dm.caches.items():
         cache.add_listener(_alert_listener(split))
