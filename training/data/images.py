@@ -11,10 +11,11 @@ which is cheaper than decoding in full and resizing. We use the largest power-of
 reduction that keeps the longest side at or above ``target_size`` (so the canonical
 resize still only shrinks). Decoded pixel ``j`` then covers original pixels
 ``[j*k, (j+1)*k)``; :attr:`DecodedImage.reduction` records ``k``. Measured on 240
-synthetic receipts (2-core container, target 640, 127 files reducible): 14 ms
-against 24 ms for decode + canonical resize, and *closer* to a careful reference
-(full decode, INTER_AREA resize) than full decode + the canonical bilinear resize:
-mean absolute difference 1.5 against 1.7 grey levels, worst file 4.0. The tolerance
+synthetic receipts (2-core CPU container, target 640, the 127 reducible files, best
+of 5): decode + canonical resize 6.8 ms against 12.0 ms, and the result is *closer*
+to a careful reference (full decode, INTER_AREA resize) than full decode + the
+canonical bilinear resize: mean absolute difference 1.4 against 1.7 grey levels,
+worst file 3.0. The tolerance
 we hold it to is :data:`DCT_TOLERANCE` per image.
 
 A file that is not an image, is truncated or has corrupt data raises
