@@ -15,8 +15,7 @@ synthetic receipts (2-core CPU container, target 640, the 127 reducible files, b
 of 5): decode + canonical resize 6.8 ms against 12.0 ms, and the result is *closer*
 to a careful reference (full decode, INTER_AREA resize) than full decode + the
 canonical bilinear resize: mean absolute difference 1.4 against 1.7 grey levels,
-worst file 3.0. The tolerance
-we hold it to is :data:`DCT_TOLERANCE` per image.
+worst file 3.0. The tolerance we hold it to is :data:`DCT_TOLERANCE` per image.
 
 A file that is not an image, is truncated or has corrupt data raises
 :class:`BadSampleError` naming the file. The ``opencv`` decoder catches truncation
