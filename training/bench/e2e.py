@@ -5,11 +5,11 @@ the same seed, validating each epoch; each epoch sees every training receipt, so
 the cache can serve all of them from epoch 1 on. Numbers come from the run's own
 ``summary.json``: train and val seconds, the train loop's data wait, the hit rate.
 
-Precision: the cache comparison trains at :func:`compare_precision` (``16-mixed``
-on CUDA, ``32-true`` on a CPU: CPUs without bf16 instructions emulate
-``bf16-mixed``, 5-10x slower than fp32 on the reference machine). Two short runs
-(workload ``precision``, two epochs of two steps) then give the step time at fp32
-and at the trainer's mixed precision.
+Precision: the cache comparison trains at the trainer's own choice
+(:func:`compare_precision`; on a CPU without bf16 instructions that is fp32, since
+emulated ``bf16-mixed`` is several times slower). Two short runs (workload
+``precision``, two epochs of two steps) give the step time at fp32 and at mixed
+precision (``16-mixed`` on CUDA, ``bf16-mixed`` on a CPU).
 """
 
 from __future__ import annotations
@@ -30,20 +30,18 @@ Record = dict[str, Any]
 
 
 def compare_precision(config: Config) -> str:
-    """The precision of the cache comparison: the configured one unless ``auto``."""
-    if config.trainer.precision != "auto":
-        return config.trainer.precision
-    cuda = torch.cuda.is_available() and config.trainer.accelerator != "cpu"
-    return "16-mixed" if cuda else "32-true"
+    """The precision of the cache comparison: ``training.run.resolve_precision`` (for
+    ``auto``: 16-mixed on CUDA, bf16-mixed on a CPU with native bf16, else 32-true)."""
+    from training.run import resolve_precision
+
+    return resolve_precision(config)
 
 
 def mixed_precision(config: Config) -> str:
-    """The trainer's mixed precision (``training.run.resolve_precision`` of ``auto``)."""
-    from training.run import resolve_precision
-
-    cfg = config.model_copy(deep=True)
-    cfg.trainer.precision = "auto"
-    return resolve_precision(cfg)
+    """The mixed precision to time against fp32: ``16-mixed`` on CUDA, else ``bf16-mixed``
+    (forced, also where ``auto`` would choose fp32, so that the cost is measured)."""
+    cuda = torch.cuda.is_available() and config.trainer.accelerator != "cpu"
+    return "16-mixed" if cuda else "bf16-mixed"
 
 
 @dataclass(frozen=True)
