@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from training.config import ModelConfig, OptimConfig
+from training.data.pipeline import polygons_to_output_frame
 from training.metrics import HmeanAccumulator, hmean_from_counts
 from training.model.build import build_model
 from training.model.loss import DBLoss
@@ -153,17 +154,25 @@ class DBNetModule(pl.LightningModule):
         cfg = self.model_cfg
         results = []
         for prob_map, info in zip(maps, meta, strict=True):
-            results.append(
-                boxes_from_prob(
-                    prob_map,
-                    bin_thresh=cfg.bin_thresh,
-                    box_thresh=cfg.box_thresh,
-                    unclip_ratio=cfg.unclip_ratio,
-                    max_candidates=cfg.max_candidates,
-                    scale=float(info.get("scale", 1.0)),
-                    orig_shape=info.get("orig_shape"),
-                )
+            exact = "scale_xy" in info  # the OCR pipeline's per-axis factors and frame
+            polys, scores = boxes_from_prob(
+                prob_map,
+                bin_thresh=cfg.bin_thresh,
+                box_thresh=cfg.box_thresh,
+                unclip_ratio=cfg.unclip_ratio,
+                max_candidates=cfg.max_candidates,
+                scale=1.0 if exact else float(info.get("scale", 1.0)),
+                orig_shape=None if exact else info.get("orig_shape"),
             )
+            if exact:
+                # Clip to the image inside the padded canonical frame, then undo the
+                # resize and (annotations on stored pixels) the EXIF orientation.
+                h, w = info["orig_shape"]
+                sx, sy = info["scale_xy"]
+                limit = np.array([w * sx, h * sy], dtype=np.float32)
+                polys = [np.clip(p, 0.0, limit) for p in polys]
+                polys = polygons_to_output_frame(polys, info)
+            results.append((polys, scores))
         return results
 
     def on_validation_epoch_start(self) -> None:

@@ -62,9 +62,15 @@ def cpu_has_native_bf16() -> bool:
     """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX).
 
     Without it, bf16 autocast on the CPU is emulated: measured on the reference
-    machine (AMD EPYC, AVX2 only), a DBNet training step took about 20x longer in
-    bf16-mixed than in fp32.
+    machine (AMD EPYC, AVX2 only), a DBNet training step took 8-20x longer in
+    bf16-mixed than in fp32 (convolutions fall back to ``_slow_conv2d``).
     """
+    mkldnn_check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if mkldnn_check is not None:
+        try:
+            return bool(mkldnn_check())
+        except RuntimeError:
+            pass
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
