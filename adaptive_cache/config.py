@@ -123,7 +123,7 @@ class CacheConfig(_Strict):
         default_factory=dict
     )
     preload: bool = False
-    preload_workers: int = Field(0, ge=0)
+    preload_workers: int = Field(0, ge=0)  # 0: the loader's num_workers
     log_every_n: int = Field(0, ge=0)
     replace_margin: float = Field(1.25, ge=1.0)
     probe_interval_s: float = Field(0.25, ge=0.0)

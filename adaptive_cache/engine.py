@@ -186,6 +186,17 @@ class AdaptiveCache:
             return key
         return None
 
+    def holds(self, index: int) -> bool:
+        """Whether any tier of sample ``index`` is kept (by this process or the node)."""
+        if not self.tiers:
+            return False
+        for key in self.pipeline.keys(index, self.tiers).values():
+            if key in self._held or (
+                self.store.shared and self._share > 1 and self.store.contains(key)
+            ):
+                return True
+        return False
+
     def _choose_write(self, keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
         held_ends = [self.pipeline.tier_end(t) for t, k in keys.items() if k in self._held]
         deepest_held = max(held_ends, default=0)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from adaptive_cache import codec
 from adaptive_cache.engine import AdaptiveCache
@@ -255,3 +256,53 @@ class CacheLoader(DataLoader):
             sample, report = execute(cache.pipeline, None, WorkOrder(index, epoch))
         cache.complete(report)
         return sample
+
+
+def preload(
+    cache: AdaptiveCache,
+    *,
+    num_workers: int = 0,
+    batch_size: int = 16,
+    indices: Iterable[int] | None = None,
+    progress: bool = True,
+) -> int:
+    """Fill ``cache`` before the first epoch, computing only the deterministic prefix.
+
+    Samples already held are skipped; the rest are computed in ``num_workers``
+    DataLoader workers (in this process with 0) and offered to the policy as usual,
+    so a preload never exceeds the budget. Returns the number of samples computed.
+    """
+    if not cache.enabled:
+        return 0
+    todo = [
+        i
+        for i in (range(len(cache.pipeline)) if indices is None else indices)
+        if not cache.holds(i)
+    ]
+    chunks = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
+    bar = tqdm(total=len(todo), desc=f"preload {cache.name}", unit="sample", disable=not progress)
+    try:
+        if num_workers == 0:
+            for chunk in chunks:
+                for index in chunk:
+                    _, report = execute(
+                        cache.pipeline, cache.store, cache.order(index, 0, prefix_only=True)
+                    )
+                    cache.complete(report)
+                    bar.update(1)
+            return len(todo)
+        # Orders are made lazily, so each sees the admissions reported before it.
+        batches = ([cache.order(i, 0, prefix_only=True) for i in chunk] for chunk in chunks)
+        loader = DataLoader(
+            WorkDataset(cache.pipeline, cache.store),
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=_passthrough,
+        )
+        for results in loader:
+            for _, report in results:
+                cache.complete(report)
+            bar.update(len(results))
+        return len(todo)
+    finally:
+        bar.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from adaptive_cache.engine import AdaptiveCache
-from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache.loader import CacheDataset, CacheLoader, preload
 from training.config import Config
 from training.data.collate import collate
 from training.data.pipeline import build_pipeline
@@ -57,6 +57,7 @@ class OcrDataModule(pl.LightningDataModule):
         self.stats_dir = stats_dir
         self.local_world_size = local_world_size
         self.caches: dict[str, AdaptiveCache] = {}
+        self._preloaded: set[str] = set()
         self._loaders: dict[str, CacheLoader] = {}
 
     def cache(self, split: str) -> AdaptiveCache:
@@ -84,7 +85,16 @@ class OcrDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         splits = ["val"] if stage in ("validate", "predict") else ["train", "val"]
         for split in splits:
-            self.cache(split)
+            cache = self.cache(split)
+            if cache.config.preload and split not in self._preloaded:
+                self._preloaded.add(split)
+                # Each rank fills its stride of the samples; the store is the node's.
+                rank, world = _env_int("RANK", 0), max(1, _env_int("WORLD_SIZE", 1))
+                workers = cache.config.preload_workers or self.config.data.num_workers
+                n = preload(
+                    cache, num_workers=workers, indices=range(rank, len(cache.pipeline), world)
+                )
+                log.info("%s: preloaded %d samples; %s", split, n, cache.stats().summary())
 
     def loader(self, split: str, *, shuffle: bool | None = None) -> CacheLoader:
         d = self.config.data

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
-from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache.loader import CacheDataset, CacheLoader, preload
 from adaptive_cache.pipeline import FunctionStage, Pipeline
 from tests.adaptive_cache.pipelines import collate, image_pipeline, write_images
 from tests.adaptive_cache.test_engine import StaticProbe, _config
@@ -166,3 +166,27 @@ def test_shared_memory_removed_on_close(tmp_path):
     assert os.path.isdir(directory)
     cache.close()
     assert not os.path.exists(directory)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_preload_fills_before_the_first_epoch(tmp_path, workers):
+    write_images(tmp_path / "img", 10)
+    cache, loader = _loader(tmp_path / "img", workers=workers, max_bytes="1GiB")
+    with cache:
+        assert preload(cache, num_workers=workers, batch_size=3, progress=False) == 10
+        assert cache.stats().tiers["small"].items == 10
+        assert preload(cache, num_workers=workers, progress=False) == 0  # nothing left
+        before = cache.stats()
+        for _ in loader:
+            pass
+        after = cache.stats()
+        assert after.hits - before.hits == 10  # the first epoch is all hits
+
+
+def test_preload_respects_the_budget(tmp_path):
+    write_images(tmp_path / "img", 12)
+    budget = _footprint(tmp_path / "img") // 3
+    cache, _ = _loader(tmp_path / "img", workers=0, policy="static", max_bytes=budget)
+    with cache:
+        preload(cache, progress=False)
+        assert 0 < cache.bytes_held <= budget
