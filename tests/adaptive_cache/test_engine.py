@@ -194,3 +194,45 @@ def test_off_policy_caches_nothing(tmp_path):
             for i in range(3):
                 cache.get(i, epoch)
         assert cache.bytes_held == 0 and cache.stats().hits == 0
+
+
+@pytest.mark.slow
+def test_real_pressure_from_another_process_shrinks_the_cache(tmp_path):
+    import multiprocessing as mp
+
+    from adaptive_cache.memory import MemoryProbe
+    from tests.adaptive_cache.test_memory import _hold_memory, _poll
+
+    write_images(tmp_path / "img", 16)
+    probe = MemoryProbe(gpus=False)
+    reading = probe.read()
+    hog = 1 * GiB
+    if reading.available_bytes < 3 * hog:
+        pytest.skip("not enough free memory for the pressure test")
+    # The low watermark sits 0.5 GiB under what is free now: a 1 GiB allocation crosses it.
+    low = (reading.available_bytes - GiB // 2) / reading.limit_bytes
+    cfg = _config(
+        store="shm", max_bytes="1GiB", watermarks={"low": low, "high": min(0.99, low + 0.01)}
+    )
+    with AdaptiveCache(
+        image_pipeline(tmp_path / "img"), cfg, name="t", probe=probe, namespace=pid_namespace("rp")
+    ) as cache:
+        for i in range(16):
+            cache.get(i)
+        full = cache.bytes_held
+        assert full > 0 and cache.stats().evictions == 0
+        ctx = mp.get_context("fork")
+        ready, release = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_hold_memory, args=(hog, ready, release))
+        child.start()
+        try:
+            assert ready.wait(60)
+            assert _poll(lambda: probe.read().available_bytes < low * reading.limit_bytes)
+            cache.get(0)  # any request re-reads the probe
+            st = cache.stats()
+            assert cache.bytes_held < full
+            assert sum(t.evictions["pressure"] for t in st.tiers.values()) > 0
+            assert st.alerts["warning"] + st.alerts["critical"] >= 1
+        finally:
+            release.set()
+            child.join(60)
