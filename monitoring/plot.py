@@ -1,8 +1,8 @@
 """Plot the dashboard's main queries from a real Prometheus into one PNG.
 
-Each panel's first query is fetched with ``query_range`` and drawn in a grid with
-matplotlib's Agg canvas (no display, no global backend switch). This is how the
-README picture is made::
+Each panel's queries are fetched with ``query_range`` and drawn in a grid with
+matplotlib's Agg canvas (no display, no global backend switch), with the start of
+every training epoch marked. This is how the README picture is made::
 
     python -m monitoring.plot --url http://127.0.0.1:9090 --start -30m --out dashboard.png
 """
@@ -31,13 +31,22 @@ logger = logging.getLogger(__name__)
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# unit -> (divisor, axis label) for the units the dashboard uses.
+# Dashboard unit -> ladder of (smallest value shown in it, divisor, axis label); the
+# largest value plotted picks the rung, so bytes read as MiB or GiB, seconds as ms or s.
 _UNITS = {
-    "bytes": (2**20, "MiB"),
-    "percentunit": (0.01, "%"),
-    "s": (1.0, "s"),
-    "ops": (1.0, "1/s"),
+    "bytes": [(0.0, 2**20, "MiB"), (4 * 2**30, 2**30, "GiB")],
+    "percentunit": [(0.0, 0.01, "%")],
+    "s": [(0.0, 1e-3, "ms"), (1.0, 1.0, "s")],
+    "ops": [(0.0, 1.0, "1/s")],
 }
+# Panel types whose queries share one time axis in Grafana; the others (stat, table)
+# show numbers side by side, so only their first query is drawn.
+_TIMESERIES = {"timeseries", "graph"}
+_MAX_LINES = 12  # more lines than that is unreadable at this size
+_STYLES = ["-", "--", ":", "-."]  # one per query of a panel
+_RIGHT_AXIS = 200.0  # peak ratio that moves a query to a right-hand axis
+_EPOCH_LABELS = 10  # at most this many epoch numbers along the top of a panel
+EPOCH_QUERY = 'max(adaptive_cache_training_epoch{job=~"$job", instance=~"$instance"})'
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -81,8 +90,14 @@ def plot_dashboard(
     variables: Mapping[str, str] | None = None,
     rate_interval: str = "1m",
     columns: int = 3,
+    epoch_query: str | None = EPOCH_QUERY,
 ) -> Path:
-    """Query each panel's main query over ``[start, end]`` and write a PNG grid.
+    """Query each panel's queries over ``[start, end]`` and write a PNG grid.
+
+    Time-series panels get every query (the first solid, the next dashed, ...);
+    stat and table panels their first. Missing points leave gaps instead of being
+    bridged, series that are zero throughout are drawn but left out of the legend,
+    and a dotted line marks where each training epoch starts.
 
     Args:
         url: Prometheus base URL.
@@ -94,6 +109,8 @@ def plot_dashboard(
         variables: template variable values (``job``, ``instance``); default "All".
         rate_interval: what ``$__rate_interval`` becomes.
         columns: panels per row of the grid.
+        epoch_query: PromQL for the current epoch (dashboard variables allowed),
+            or None for no epoch marks.
 
     Returns:
         The path written.
@@ -113,17 +130,30 @@ def plot_dashboard(
         "__interval": rate_interval,
         **(variables or {}),
     }
+    epochs: list[tuple[float, int]] = []
+    if epoch_query:
+        expr = substitute_variables(epoch_query, values, "epoch_query")
+        epochs = _epoch_starts(api.query_range(expr, start, end, step))
     panels = [p for p in iter_panels(board) if p["targets"][0].get("expr")]
     rows = max(1, math.ceil(len(panels) / columns))
     fig = Figure(figsize=(5.2 * columns, 3.3 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(rows, columns, i + 1)
-        target = panel["targets"][0]
-        expr = substitute_variables(target["expr"], values, f"panel {panel['title']!r}")
-        _draw(ax, panel, target, api.query_range(expr, start, end, step), start)
+        targets = [t for t in panel["targets"] if t.get("expr")]
+        if panel.get("type") not in _TIMESERIES:
+            targets = targets[:1]
+        where = f"panel {panel['title']!r}"
+        results = [
+            (t, api.query_range(substitute_variables(t["expr"], values, where), start, end, step))
+            for t in targets
+        ]
+        _draw(ax, panel, results, start, step)
+        _mark_epochs(ax, epochs, start)
+        ax.set_xlim(0, (end - start) / 60)  # one time axis for every panel, empty ones too
     fig.suptitle(
         f"{board.get('title', 'dashboard')}, {datetime.fromtimestamp(start):%Y-%m-%d %H:%M}"
+        f" + {(end - start) / 60:.1f} min"
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,27 +162,150 @@ def plot_dashboard(
     return out
 
 
+def _points(values: Sequence[Sequence[Any]], step: float) -> tuple[list[float], list[float]]:
+    """Matrix values -> (times, values) with a NaN wherever a step has no sample.
+
+    Matplotlib joins consecutive points, so without the NaN a series that stopped
+    and came back (an alert that resolved, a rate between validation phases) would
+    look continuous.
+    """
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, v in values:
+        t = float(t)
+        if xs and t - xs[-1] > 1.5 * step:
+            xs.append(xs[-1] + step)
+            ys.append(math.nan)
+        xs.append(t)
+        ys.append(float(v))
+    return xs, ys
+
+
+def _isolated(ys: Sequence[float]) -> list[int]:
+    """Indices of finite points with no finite neighbour: a line alone hides them."""
+    finite = [math.isfinite(y) for y in ys]
+    return [
+        i
+        for i, ok in enumerate(finite)
+        if ok and not (i > 0 and finite[i - 1]) and not (i + 1 < len(ys) and finite[i + 1])
+    ]
+
+
+def _scale(unit: str, peak: float) -> tuple[float, str]:
+    ladder = _UNITS.get(unit, [(0.0, 1.0, "")])
+    rungs = [(divisor, label) for low, divisor, label in ladder if peak >= low]
+    return rungs[-1] if rungs else ladder[0][1:]
+
+
+def _peak(ys: Sequence[float]) -> float:
+    return max((abs(y) for y in ys if math.isfinite(y)), default=0.0)
+
+
 def _draw(
-    ax: Any, panel: Mapping[str, Any], target: Mapping[str, Any], result: Sequence[Any], t0: float
+    ax: Any,
+    panel: Mapping[str, Any],
+    results: Sequence[tuple[Mapping[str, Any], Sequence[Any]]],
+    t0: float,
+    step: float,
 ) -> None:
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
-    divisor, label = _UNITS.get(unit, (1.0, ""))
     ax.set_title(panel["title"], fontsize=10)
     ax.tick_params(labelsize=7)
-    ax.set_xlabel("minutes", fontsize=7)
-    if label:
-        ax.set_ylabel(label, fontsize=7)
-    if not result:
+    ax.set_xlabel("minutes from start", fontsize=7)
+    lines = []
+    for n, (target, result) in enumerate(results):
+        for series in result:
+            xs, ys = _points(series["values"], step)
+            name = _legend(target.get("legendFormat", ""), series["metric"])
+            lines.append((_peak(ys) == 0, n, name, xs, ys))
+    if not lines:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         return
-    for series in result[:12]:  # more lines than that is unreadable at this size
-        points = [(float(t), float(v)) for t, v in series["values"]]
-        xs = [(t - t0) / 60 for t, _ in points]
-        ys = [v / divisor for _, v in points]
-        ax.plot(
-            xs, ys, linewidth=1, label=_legend(target.get("legendFormat", ""), series["metric"])
+    # Lines that move first, so they get the first colours and survive the cap.
+    lines.sort(key=lambda line: line[0])
+    drawn = lines[:_MAX_LINES]
+    # A query hundreds of times larger than the first (host headroom in GiB next to a
+    # cache in MiB) gets its own axis on the right; on one axis the rest is a flat line.
+    first = max((_peak(ys) for _, n, _, _, ys in drawn if n == 0), default=0.0)
+    right = {
+        n for _, n, _, _, ys in drawn if n > 0 and first > 0 and _peak(ys) > _RIGHT_AXIS * first
+    }
+    axes = {False: ax, True: ax.twinx() if right else None}
+    handles = []
+    for side, side_ax in axes.items():
+        mine = [line for line in drawn if (line[1] in right) == side]
+        if side_ax is None or not mine:
+            continue
+        divisor, label = _scale(unit, max(_peak(line[4]) for line in mine))
+        if side:
+            names = ", ".join(sorted({line[2] for line in mine}))
+            label = f"{label} ({names})" if label else names
+            side_ax.tick_params(labelsize=7)
+        if label:
+            side_ax.set_ylabel(label, fontsize=7)
+        for flat, n, name, xs, ys in mine:
+            (handle,) = side_ax.plot(
+                [(x - t0) / 60 for x in xs],
+                [y / divisor for y in ys],
+                _STYLES[n % len(_STYLES)],
+                color=f"C{drawn.index((flat, n, name, xs, ys)) % 10}",
+                linewidth=1.2,
+                marker=".",
+                markersize=4,
+                markevery=_isolated(ys),
+                label=name,
+            )
+            if not flat:
+                handles.append(handle)
+    notes = []
+    flat_count = sum(line[0] for line in drawn)
+    if flat_count:
+        notes.append(f"{flat_count} series at 0 throughout")
+    if len(lines) > _MAX_LINES:
+        notes.append(f"{len(lines) - _MAX_LINES} more series not drawn")
+    if notes:
+        ax.text(
+            0.99,
+            0.01,
+            "; ".join(notes),
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="0.4",
+            transform=ax.transAxes,
         )
-    ax.legend(fontsize=6, loc="best")
+    if handles:
+        (axes[True] or ax).legend(handles=handles, fontsize=6, loc="best")
+
+
+def _epoch_starts(result: Sequence[Any]) -> list[tuple[float, int]]:
+    """(time, epoch) where the epoch series first shows each new value."""
+    starts: list[tuple[float, int]] = []
+    for series in result:
+        for t, v in series["values"]:
+            value = float(v)
+            if math.isfinite(value) and (not starts or int(value) != starts[-1][1]):
+                starts.append((float(t), int(value)))
+    return starts
+
+
+def _mark_epochs(ax: Any, epochs: Sequence[tuple[float, int]], t0: float) -> None:
+    every = max(1, math.ceil(len(epochs) / _EPOCH_LABELS))
+    for i, (t, epoch) in enumerate(epochs):
+        x = (t - t0) / 60
+        ax.axvline(x, color="0.75", linewidth=0.7, linestyle=":", zorder=0)
+        if i % every:
+            continue
+        ax.text(
+            x,
+            1.0,
+            f" e{epoch}",
+            fontsize=6,
+            color="0.5",
+            ha="left",
+            va="top",
+            transform=ax.get_xaxis_transform(),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
