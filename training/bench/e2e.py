@@ -8,7 +8,7 @@ the cache can serve all of them from epoch 1 on. Numbers come from the run's own
 Precision: the cache comparison trains at the trainer's own choice
 (:func:`compare_precision`; on a CPU without bf16 instructions that is fp32, since
 emulated ``bf16-mixed`` is several times slower). Two short runs (workload
-``precision``, two epochs of two steps) give the step time at fp32 and at mixed
+``precision``, three epochs of two steps) give the step time at fp32 and at mixed
 precision (``16-mixed`` on CUDA, ``bf16-mixed`` on a CPU).
 """
 

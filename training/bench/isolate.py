@@ -194,11 +194,14 @@ def run_isolated(
 
     The result gets ``peak_memory_bytes`` (RSS of the child's process tree plus the
     files in ``shm_dirs``, peak over 50 ms samples) and ``peak_pss_bytes`` (the same
-    with PSS, sampled every second), unless ``fn`` set them itself.
+    with PSS, sampled every second and at every :func:`checkpoint`), unless ``fn``
+    set them itself, and ``load_average_1m`` (the machine's load before and after:
+    other processes competing for the cores show there).
 
     Raises:
         ContenderError: ``fn`` raised, or the child died without a result.
     """
+    load_before = os.getloadavg()[0]
     ctx = mp.get_context("fork")
     conn, child_conn = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child_conn, fn, args), name=f"bench-{label}")
@@ -224,4 +227,5 @@ def run_isolated(
     result = dict(payload)
     result.setdefault("peak_memory_bytes", sampler.peak_bytes)
     result.setdefault("peak_pss_bytes", sampler.peak_pss_bytes)
+    result["load_average_1m"] = [load_before, os.getloadavg()[0]]
     return result

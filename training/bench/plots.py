@@ -2,8 +2,9 @@
 
 * ``loader-val.png``, ``loader-train.png``: samples/s per epoch per contender, and
   the median of epochs 1+ with its min-max range;
-* ``hit-rate.png``: steady hit rate against the budget fraction for auto, static and
-  lru at every ``num_workers``, with the lines ``f`` and ``f + (1-f) ln(1-f)``;
+* ``hit-rate.png``: hit rate against the budget fraction for auto, static and lru
+  at every ``num_workers`` (the last epoch, and the range of epochs 1+), with the
+  lines ``f`` and ``f + (1-f) ln(1-f)``;
 * ``knapsack.png``: rebuild seconds saved per epoch as a fraction of the bound;
 * ``train.png``: train seconds and data wait per epoch, cache off and on.
 """
@@ -19,6 +20,7 @@ import numpy as np
 # Figures are drawn without pyplot: saving a PNG uses the Agg canvas, and no global
 # backend is set for whoever imports this module.
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from training.bench.hitrate import lru_hit_ratio
 from training.bench.report import LOADER_WORKLOADS, label, order_key, steady
@@ -41,6 +43,7 @@ def _loader(results: list[Record], workload: str, path: Path) -> bool:
         style = "--" if r["contender"] in ("none", "ideal") else "-"
         left.plot(x, y, style, marker="o", ms=3, color=colours(i), label=label(r))
     left.set_yscale("log")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("epoch")
     left.set_ylabel("samples/s")
     left.set_title(f"{workload}: samples/s per epoch")
@@ -80,11 +83,12 @@ def _hit_rate(results: list[Record], path: Path) -> bool:
         s = steady(r["epochs"], "hit_ratio")
         if s is None:
             continue
+        last = r["epochs"][-1]["hit_ratio"]
         # Small offsets keep the points of different worker counts apart.
         dx = 0.012 * (workers.index(r["num_workers"]) - (len(workers) - 1) / 2)
         dx += {"auto": -0.004, "static": 0.0, "lru": 0.004}.get(r["contender"], 0.0)
         ax.errorbar(
-            r["budget_fraction"] + dx, s[0], yerr=[[s[0] - s[1]], [s[2] - s[0]]],
+            r["budget_fraction"] + dx, last, yerr=[[last - s[1]], [s[2] - last]],
             color=_POLICY_COLOURS.get(r["contender"], "grey"),
             marker=_WORKER_MARKERS.get(r["num_workers"], "x"), ms=5, capsize=2, ls="none",
         )  # fmt: skip
@@ -94,7 +98,7 @@ def _hit_rate(results: list[Record], path: Path) -> bool:
         marker = _WORKER_MARKERS.get(w, "x")
         ax.plot([], [], color="grey", marker=marker, ls="none", label=f"num_workers={w}")
     ax.set_xlabel("budget fraction f of the footprint")
-    ax.set_ylabel("hit rate, epochs 1+ (median, min-max)")
+    ax.set_ylabel("hit rate: last epoch (marker), range of epochs 1+ (bar)")
     ax.set_title("Steady-state hit rate, shuffled epochs")
     ax.set_xlim(0, 1.05)
     ax.set_ylim(-0.02, 1.05)
@@ -119,6 +123,7 @@ def _knapsack(results: list[Record], path: Path) -> bool:
         colour = _POLICY_COLOURS.get(r["contender"], "grey")
         ax.plot(x, y, ls, marker="o", ms=3, color=colour, label=label(r))
     ax.axhline(0.99, color="k", lw=0.8, ls=":", label="99% of the bound")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("rebuild seconds saved / knapsack bound")
     ax.set_title("Unequal sizes and costs")
@@ -142,6 +147,7 @@ def _train(results: list[Record], path: Path) -> bool:
         wait = [e["data_wait_seconds"] for e in r["epochs"]]
         ax.bar(x, train, width, label=f"{r['contender']} ({r['precision']}): train s")
         ax.bar(x, wait, width * 0.5, color="k", alpha=0.5, label="data wait s" if i == 0 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("seconds")
     ax.set_title("Lightning fit: train seconds per epoch (data wait in black)")

@@ -114,6 +114,9 @@ def _loader_table(results: list[Record], workload: str) -> list[str]:
             f"| {_size(r.get('peak_memory_bytes'))} | {_size(r.get('peak_pss_bytes'))} "
             f"| {_size(r.get('bytes_per_sample'))} |"
         )
+    loads = [x for r in rows for x in r.get("load_average_1m", [])]
+    if loads:
+        lines += ["", f"1-minute load average while these ran: {min(loads):.1f}–{max(loads):.1f}."]
     return [*lines, ""]
 
 

@@ -204,7 +204,7 @@ def _train_workload(config: Config, out_dir: Path, sizes: BenchSizes) -> list[Re
             n_train=sizes.train_n,
             n_val=sizes.train_val_n,
             batch_size=sizes.train_batch,
-            epochs=sizes.train_epochs if limit is None else 2,
+            epochs=sizes.train_epochs if limit is None else 3,
             image_size=image_size,
             run_id=uuid.uuid4().hex[:12],
             limit_batches=limit,

@@ -39,7 +39,7 @@ class BenchSizes:
         train_image_size: its canonical size on a CPU (``None``: ``data.image_size``;
             on CUDA the configured size is always used).
         train_scale: size factor of its generated receipts.
-        precision_compare: two short extra runs (two epochs of two steps) at fp32
+        precision_compare: two short extra runs (three epochs of two steps) at fp32
             and at mixed precision, to compare step times.
     """
 
@@ -105,7 +105,7 @@ FULL = BenchSizes(
     train_n=16,
     train_val_n=8,
     train_batch=4,
-    train_epochs=4,
+    train_epochs=5,
     train_image_size=320,
     train_scale=1.0,
     precision_compare=True,
