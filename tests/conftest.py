@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-
-# Before torch is imported (as training/cli.py does): spinning OpenMP threads made
-# steps many times slower on this shared 2-core machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import shutil
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
 
+import cv2
 import pytest
 import redis
+
+# Before torch is imported (as training/cli.py does): spinning OpenMP threads made
+# steps many times slower on this shared 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before any OpenCV call (see training/__init__.py): forked children of a process that
+# used OpenCV's thread pool deadlock.
+cv2.setNumThreads(1)
 
 
 def _drain(stream) -> None:

@@ -174,6 +174,8 @@ def checkpoint() -> None:
 def _child(conn: Any, fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
     global _PARENT
     _PARENT = conn
+    # Started by the fork server; inside, DataLoader workers fork as in a normal run.
+    mp.set_start_method("fork", force=True)
     try:
         result = fn(*args)
     except BaseException:  # reported to the parent, which raises it there
@@ -190,7 +192,7 @@ def run_isolated(
     shm_dirs: Sequence[str | Path] = (),
     label: str = "contender",
 ) -> dict[str, Any]:
-    """Run ``fn(*args)`` in a forked child and return its result with peak memory.
+    """Run ``fn(*args)`` in a child process and return its result with peak memory.
 
     The result gets ``peak_memory_bytes`` (RSS of the child's process tree plus the
     files in ``shm_dirs``, peak over 50 ms samples) and ``peak_pss_bytes`` (the same
@@ -202,7 +204,12 @@ def run_isolated(
         ContenderError: ``fn`` raised, or the child died without a result.
     """
     load_before = os.getloadavg()[0]
-    ctx = mp.get_context("fork")
+    # Not a plain fork: the caller may hold threads (an exporter, a test's server
+    # readers) whose locks a forked child would inherit held; a contender forked that
+    # way hung in the full test suite. The fork server is a clean, single-threaded
+    # process that has imported the benchmark once, so children still start fast.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["training.bench.runner"])
     conn, child_conn = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child_conn, fn, args), name=f"bench-{label}")
     proc.start()
