@@ -100,6 +100,8 @@ def test_quick_bench_writes_every_workload_table_and_plot(tmp_path):
             assert e["epoch"] == i
             assert e["seconds"] > 0 and e["samples_per_second"] > 0
             assert e["hit_ratio"] is None or 0.0 <= e["hit_ratio"] <= 1.0
+            if r["workload"].startswith("loader-"):
+                assert e["cpu_seconds"] >= 0.0
         if r["contender"] in ("none", "ideal"):
             assert all(e["hit_ratio"] is None for e in r["epochs"])
     assert all(math.isfinite(x) for x in _numbers(doc))

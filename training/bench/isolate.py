@@ -156,6 +156,25 @@ class TreeSampler:
         self._thread.join()
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, its live descendants and the children
+    it has reaped (DataLoader workers that have exited).
+
+    Unlike wall time, the difference over an epoch does not depend on what else runs
+    on the machine: it is the work the contender did.
+    """
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue  # exited since the listing: its time is in children_* once reaped
+        total += c.user + c.system
+    return total
+
+
 class ContenderError(RuntimeError):
     """A contender failed in its child process; the message carries its traceback."""
 

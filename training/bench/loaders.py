@@ -1,8 +1,9 @@
 """The loader workloads: every contender iterating the OCR pipeline for a few epochs.
 
 Each ``run_*`` function builds its contender, times every epoch (wall seconds from
-``iter(loader)`` to the last batch, worker start-up included) and returns one result
-record; :func:`~training.bench.isolate.run_isolated` runs it in a fresh child and
+``iter(loader)`` to the last batch, worker start-up included, and the CPU seconds of
+its whole process tree, which other load on the machine does not change) and
+returns one result record; :func:`~training.bench.isolate.run_isolated` runs it in a fresh child and
 adds the peak memory. Every contender uses the same pipeline, batch size, workers
 and shuffling generator, so they read the same samples in the same order.
 """
@@ -25,7 +26,7 @@ from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.pipeline import Pipeline
 from adaptive_cache.stores.shm import PAGE_SIZE
 from adaptive_cache.work import WorkOrder, execute
-from training.bench.isolate import checkpoint
+from training.bench.isolate import checkpoint, tree_cpu_seconds
 from training.bench.peers import (
     HitCounter,
     ListDataset,
@@ -112,13 +113,17 @@ def _epochs(
         set_epoch(epoch)
         before = hits() if hits else (0, 0)
         count = 0
+        cpu0 = tree_cpu_seconds()
         t0 = time.perf_counter()
         for batch in loader:
             count += int(batch["image"].shape[0])
         seconds = time.perf_counter() - t0
+        cpu = tree_cpu_seconds() - cpu0
         if count != n:
             raise RuntimeError(f"{job.workload}: epoch {epoch} served {count} of {n} samples")
         rec: Record = {"epoch": epoch, "seconds": seconds, "samples_per_second": n / seconds}
+        rec["cpu_seconds"] = cpu
+        rec["cpu_ms_per_sample"] = 1000 * cpu / n
         rec["hit_ratio"] = None
         if hits:
             requests, hit = (a - b for a, b in zip(hits(), before, strict=True))

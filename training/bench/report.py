@@ -75,6 +75,13 @@ def speedup(r: Record | None, base: Record | None) -> float | None:
     return a[0] / b[0] if a and b else None
 
 
+def cpu_ratio(r: Record | None, base: Record | None) -> float | None:
+    """How many times less CPU per sample ``r`` uses than ``base`` (epochs 1+ medians)."""
+    a = steady(r["epochs"], "cpu_ms_per_sample") if r else None
+    b = steady(base["epochs"], "cpu_ms_per_sample") if base else None
+    return b[0] / a[0] if a and b and a[0] > 0 else None
+
+
 def _ratio(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}x"
 
@@ -93,15 +100,15 @@ def _loader_table(results: list[Record], workload: str) -> list[str]:
         f"tensor-tier footprint {_size(first.get('footprint_bytes'))}.",
         "",
         "| contender | budget | epoch 0 s | samples/s epochs 1+ median [min–max] "
-        "| speedup vs none | hit rate epochs 1+ | peak memory (RSS+shm) | peak PSS+shm "
-        "| bytes/sample |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| speedup vs none | CPU ms/sample epochs 1+ | hit rate epochs 1+ "
+        "| peak memory (RSS+shm) | peak PSS+shm | bytes/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f = r.get("budget_fraction")
         budget = "—" if f is None else f"{100 * f:.0f}%"
         if r.get("skipped"):
-            lines.append(f"| {r['contender']} | {budget} | skipped: {r['skipped']} ||||||")
+            lines.append(f"| {r['contender']} | {budget} | skipped: {r['skipped']} |||||||")
             continue
         hit = steady(r["epochs"], "hit_ratio")
         name = r["contender"] + ("" if r.get("persistent_workers", True) else " (non-persistent)")
@@ -110,13 +117,20 @@ def _loader_table(results: list[Record], workload: str) -> list[str]:
         lines.append(
             f"| {name} | {budget} | {r['epochs'][0]['seconds']:.2f} "
             f"| {_stat(steady(r['epochs'], 'samples_per_second'))} "
-            f"| {_ratio(speedup(r, base))} | {_pct(hit[0] if hit else None)} "
+            f"| {_ratio(speedup(r, base))} "
+            f"| {_stat(steady(r['epochs'], 'cpu_ms_per_sample'), '{:.1f}')} "
+            f"| {_pct(hit[0] if hit else None)} "
             f"| {_size(r.get('peak_memory_bytes'))} | {_size(r.get('peak_pss_bytes'))} "
             f"| {_size(r.get('bytes_per_sample'))} |"
         )
     loads = [x for r in rows for x in r.get("load_average_1m", [])]
     if loads:
-        lines += ["", f"1-minute load average while these ran: {min(loads):.1f}–{max(loads):.1f}."]
+        lines += [
+            "",
+            f"1-minute load average while these ran: {min(loads):.1f}–{max(loads):.1f}. "
+            "CPU ms/sample: CPU time of the contender's whole process tree per sample, "
+            "which other load on the machine does not change.",
+        ]
     return [*lines, ""]
 
 
@@ -241,8 +255,12 @@ def targets(results: list[Record]) -> list[tuple[str, str, bool | None]]:
         ("loader-val", "ideal", 0.8, "val, full budget, epochs 1+: >= 0.8x ideal"),
         ("loader-train", "none", 2.0, "train split, full budget, epochs 1+: >= 2x uncached"),
     ):
-        x = speedup(find(results, workload, "auto", 1.0), find(results, workload, other))
+        ours, them = find(results, workload, "auto", 1.0), find(results, workload, other)
+        x = speedup(ours, them)
         shown = "not run" if x is None else f"{x:.2f}x"
+        cpu = cpu_ratio(ours, them)
+        if cpu is not None:
+            shown += f" (CPU per sample: {cpu:.2f}x)"
         out.append((name, shown, None if x is None else x >= threshold))
     hr = [r for r in results if r["workload"] == "hit-rate" and r["contender"] != "lru"]
     if hr:
