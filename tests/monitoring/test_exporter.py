@@ -233,7 +233,7 @@ def test_no_growth_after_50_epochs_of_non_persistent_workers(tmp_path: Path) -> 
         rss_growth = psutil.Process().memory_info().rss - rss_before
     finally:
         exporter.stop()
-    assert after["fds"] == before["fds"]
+    assert after["fds"] <= before["fds"]  # no growth (a closing worker may still hold one before)
     assert after["os_threads"] <= before["os_threads"]
     # No worker outlives its epoch (servers other tests started may be children too).
     assert after["children"] == before["children"]
