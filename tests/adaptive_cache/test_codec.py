@@ -82,3 +82,22 @@ def test_encoded_size_estimate_bounds_the_real_size():
         "name": "a.jpg",
     }
     assert codec.encoded_size(sample) >= len(codec.encode(sample))
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ["x", "<f4", "abc", 0],
+        ["x", "<f4", [-1], 0],
+        ["x", "not-a-dtype", [1], 0],
+        ["x", "|O", [1], 0],
+    ],
+)
+def test_hostile_header_fields_are_codec_errors(field):
+    import json
+    import struct
+
+    header = json.dumps({"f": [field], "m": {}}).encode()
+    buf = struct.pack("<4sI", b"ACS1", len(header)) + header + bytes(128)
+    with pytest.raises(codec.CodecError):
+        codec.decode(buf)
