@@ -32,7 +32,7 @@ from adaptive_cache import codec
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.pipeline import Sample
 from adaptive_cache.stores.base import StoreError
-from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute
+from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class CacheLoader(DataLoader):
                 else:
                     sample, report = next(it)
                     cache.complete(report)
-                    samples[pos] = sample
+                    samples[pos] = from_shared(sample)
             batch = self.collate_fn(samples)
             if self.pin_memory and torch.cuda.is_available():
                 batch = torch.utils.data._utils.pin_memory.pin_memory(batch)
