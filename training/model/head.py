@@ -6,17 +6,34 @@ import torch
 from torch import Tensor, nn
 
 
+def _up_conv(in_channels: int, out_channels: int, *, bias: bool) -> nn.Sequential:
+    """Bilinear 2x upsampling then a 3x3 conv.
+
+    Not the reference code's 2x2 stride-2 transposed conv: that feeds every output
+    pixel from exactly one input pixel, so two of them turn a stride-4 map into
+    independent 4x4 tiles stamped with a fixed (checkerboard) pattern. Trained from
+    scratch, that head never placed the 1-3 pixel tall shrunk text lines of a receipt
+    inside their tiles: one batch of 4 receipts at 256 px stayed at loss_prob 0.62
+    (chance) after 60 AdamW steps. Upsampled then convolved, the same batch reaches
+    loss_prob 0.16 in 125 steps and 0.08 in 200.
+    """
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
+    )
+
+
 def _branch(in_channels: int) -> nn.Sequential:
-    """3x3 conv then two stride-2 transposed convs: stride 4 features -> full-size map."""
+    """3x3 conv then two 2x (upsample, 3x3 conv): stride 4 features -> full-size map."""
     mid = in_channels // 4
     return nn.Sequential(
         nn.Conv2d(in_channels, mid, 3, padding=1, bias=False),
         nn.BatchNorm2d(mid),
         nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(mid, mid, 2, 2),
+        _up_conv(mid, mid, bias=False),
         nn.BatchNorm2d(mid),
         nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(mid, 1, 2, 2),
+        _up_conv(mid, 1, bias=True),
     )
 
 
@@ -39,7 +56,7 @@ class DBHead(nn.Module):
         self.binarize = _branch(in_channels)
         self.threshold = _branch(in_channels)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
