@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -28,6 +30,31 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _commit() -> str | None:
+    """The git commit of this checkout (``+dirty`` with uncommitted changes), if any."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}+dirty" if dirty else rev
 
 
 def machine_info() -> dict[str, Any]:
@@ -60,5 +87,6 @@ def machine_info() -> dict[str, Any]:
         "monai": _version("monai"),
         "gpu": gpu,
         "load_average": list(os.getloadavg()),
+        "commit": _commit(),
         "argv": sys.argv,
     }

@@ -291,7 +291,7 @@ def _machine(m: Record) -> list[str]:
         f"- CPU: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); "
         f"memory {_size(m['memory_bytes'])}; GPU: {gpu}",
         f"- torch {m['torch']}, Lightning {m['pytorch_lightning']}, MONAI {m['monai']}, "
-        f"Python {m['python']}",
+        f"Python {m['python']}; commit {m.get('commit')}",
         f"- load average at start {start}; at end {end}; "
         f"the bench took {m.get('seconds', 0):.0f} s",
     ]
