@@ -122,6 +122,8 @@ class AdaptiveCache:
         self._held: dict[str, EntryInfo] = {}
         self._used = 0
         self._est = {t: _TierEstimate() for t in pipeline.tiers}
+        # key -> (bytes, rebuild seconds) last measured for that sample and tier.
+        self._seen: dict[str, tuple[int, float]] = {}
         self._stats = CacheStats()
         for t in self.tiers:
             self._stats.tier(t)
@@ -204,10 +206,12 @@ class AdaptiveCache:
         for tier in self._order:
             if self.pipeline.tier_end(tier) <= deepest_held:
                 continue
-            est = self._est[tier]
-            if est.samples == 0:
-                return ((tier, keys[tier]),)  # nothing measured yet: offer and learn
-            cand = EntryInfo(keys[tier], tier, max(1, int(est.nbytes)), est.seconds)
+            seen = self._seen.get(keys[tier])
+            if seen is None:
+                # Never measured: offer it once, so the policy ranks this sample by its
+                # own size and cost rather than by the tier's average.
+                return ((tier, keys[tier]),)
+            cand = EntryInfo(keys[tier], tier, max(1, seen[0]), seen[1])
             if (
                 self._forced(tier)
                 or self.policy.admit(cand, budget - self._used, budget) is not None
@@ -255,12 +259,14 @@ class AdaptiveCache:
                 # timings[0] is the source read, timings[i + 1] stage i.
                 first = 0 if report.start == 0 else report.start + 1
                 seconds = cost_base + sum(report.timings[first : end + 1])
-                est = self._est[tier]
-                if est.samples >= _PLAN_AFTER:
-                    # One timing can be off by 2x (scheduling, GC); clamp it to the tier's
-                    # smoothed cost so noise does not make `auto` swap equal entries.
-                    seconds = min(max(seconds, 0.5 * est.seconds), 2.0 * est.seconds)
-                est.add(nbytes, seconds)
+                prev = self._seen.get(key)
+                if prev is not None:
+                    # One timing can be off by 2x (scheduling, GC): average this sample's
+                    # own measurements, so noise does not make `auto` swap equal entries
+                    # while real differences between samples are kept.
+                    seconds = 0.5 * (seconds + prev[1])
+                self._seen[key] = (nbytes, seconds)
+                self._est[tier].add(nbytes, seconds)
                 self._admit(EntryInfo(key, tier, nbytes, seconds), data, written=data is None)
             self._maybe_plan()
             if self.config.log_every_n and st.requests % self.config.log_every_n == 0:
