@@ -33,17 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port, for the whole session; yields its URL.
+def start_redis(workdir) -> tuple[subprocess.Popen, int]:
+    """Start a real redis-server on a free loopback port; returns it once it listens.
 
-    Skipped (with the reason) only when the redis-server binary is absent.
+    Skips the calling test (with the reason) only when the binary is absent.
     """
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server not installed (make system-deps or apt-get install redis-server)")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [
             exe,
@@ -74,6 +72,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"redis-server exited ({proc.returncode}) before it was ready:\n{''.join(log)}")
     # Keep draining its log so that it never blocks on a full pipe.
     threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+    return proc, port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session; yields its URL."""
+    proc, port = start_redis(tmp_path_factory.mktemp("redis"))
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_timeout=5)
     assert client.ping()

@@ -31,7 +31,7 @@ from adaptive_cache.stores import (
 )
 from adaptive_cache.stores.redis import safe_url
 from adaptive_cache.stores.shm import OWNER_FILE, PREFIX
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024**2
@@ -452,30 +452,7 @@ def test_unreachable_redis_is_a_store_error_naming_the_url():
 
 
 def test_redis_server_gone_mid_use_is_a_store_error(tmp_path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    for line in proc.stdout:
-        if "Ready to accept connections" in line:
-            break
+    proc, port = start_redis(tmp_path)
     store = RedisStore(f"redis://127.0.0.1:{port}/0", "ns", timeout_s=0.5)
     store.put("aa", b"x")
     proc.kill()
