@@ -28,10 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from adaptive_cache import codec
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.pipeline import Sample
-from adaptive_cache.stores.base import StoreError
 from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
 log = logging.getLogger(__name__)
@@ -248,12 +246,11 @@ class CacheLoader(DataLoader):
     def _serve_local(self, index: int, key: str, epoch: int) -> Sample:
         """Read a final-tier entry in this process; recompute it if it vanished."""
         cache = self.dataset.cache
-        tier = cache._final
-        order = WorkOrder(index, epoch, ((tier, key),))
-        try:
-            sample, report = execute(cache.pipeline, cache.store, order)
-        except (StoreError, codec.CodecError):  # pragma: no cover - execute absorbs these
-            sample, report = execute(cache.pipeline, None, WorkOrder(index, epoch))
+        sample = cache.serve_held(key)
+        if sample is not None:
+            return sample
+        # Vanished, corrupt or unreadable: the general path counts it and recomputes.
+        sample, report = execute(cache.pipeline, cache.store, cache.order(index, epoch))
         cache.complete(report)
         return sample
 

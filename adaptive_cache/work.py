@@ -47,6 +47,7 @@ class WorkReport:
     """What happened while executing a :class:`WorkOrder`."""
 
     index: int
+    keys: tuple[tuple[str, str], ...] = ()
     hit_tier: str | None = None
     hit_key: str | None = None
     missed: tuple[str, ...] = ()
@@ -65,7 +66,9 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     A store failure or a corrupt entry is a miss, never an error: the sample is then
     computed from its source, so a cache fault cannot change what training sees.
     """
-    report = WorkReport(index=order.index, timings=[0.0] * (len(pipeline.stages) + 1))
+    report = WorkReport(
+        index=order.index, keys=order.lookup, timings=[0.0] * (len(pipeline.stages) + 1)
+    )
     sample: Sample | None = None
     t0 = time.perf_counter()
     missed: list[str] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from collections.abc import Container
 
 _MASK = 2**64 - 1
 
@@ -36,9 +37,12 @@ class WorthSketch:
         self._max_heap: list[tuple[float, str]] = []  # (-hash, key) of members
         self._population = 0
         self._changes = 0
+        self._ordered: list[tuple[str, tuple[float, int]]] = []  # by worth, descending
         self._worths: list[float] = []  # descending
         self._cum: list[float] = []  # cumulative bytes along _worths, unscaled
         self._scale_n = 0
+        #: Counts re-rankings of the sample: results derived from it are valid until it changes.
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._members)
@@ -60,6 +64,10 @@ class WorthSketch:
             seen = int((self.capacity - 1) / max(-self._max_heap[0][0], 1e-18))
         return max(self._population, seen)
 
+    def get(self, key: str) -> tuple[float, int] | None:
+        """The last ``(worth, nbytes)`` recorded for ``key`` if it is in the sample."""
+        return self._members.get(key)
+
     def add(self, key: str, worth: float, nbytes: int) -> None:
         """Record a measurement of ``key`` (a repeat replaces the earlier one)."""
         if key in self._members:
@@ -80,20 +88,26 @@ class WorthSketch:
         self._hashes[key] = h
         self._changes += 1
 
+    def refresh(self) -> None:
+        """Re-rank the sample if enough has changed (queries do this themselves)."""
+        self._refresh()
+
     def _refresh(self) -> None:
         m = len(self._members)
         stale = self._changes > 0 and (self._changes >= max(8, m // 32) or not self._worths)
         if not stale and self._scale_n == self.population:
             return
-        ordered = sorted(self._members.values(), key=lambda wb: wb[0], reverse=True)
-        self._worths = [w for w, _ in ordered]
+        ordered = sorted(self._members.items(), key=lambda kv: kv[1][0], reverse=True)
+        self._ordered = ordered
+        self._worths = [w for _, (w, _) in ordered]
         cum, total = [], 0.0
-        for _, nbytes in ordered:
+        for _, (_, nbytes) in ordered:
             total += nbytes
             cum.append(total)
         self._cum = cum
         self._scale_n = self.population
         self._changes = 0
+        self.version += 1
 
     def threshold(self, budget_bytes: int) -> float | None:
         """Worth ``w*`` at which the population's entries of worth >= ``w*`` fill the budget.
@@ -112,6 +126,37 @@ class WorthSketch:
             return None
         idx = bisect_left(self._cum, budget_bytes / scale)
         return self._worths[min(idx, m - 1)]
+
+    def fill_threshold(
+        self, free_bytes: int, budget_bytes: int, held: Container[str]
+    ) -> float | None:
+        """Worth at which candidates that still fit fill ``free_bytes`` (greedy fill).
+
+        Where the entries above ``w*`` do not use the whole budget (the next one is too
+        big for what is left), the best knapsack also keeps the best entries that
+        still fit. This ranks the sampled candidates not ``held``, no larger than
+        ``free_bytes``, and returns the worth at which their (scaled) bytes fill the
+        free space; ``0.0`` when all of them fit, ``None`` when too little is known.
+        The free space counted is at most what the held entries leave in the scaled
+        sample, so early in the first epoch (few seen) it does not admit below ``w*``.
+        """
+        self._refresh()
+        m = len(self._ordered)
+        if m == 0 or m < min(self.min_samples, self._scale_n):
+            return None
+        scale = self._scale_n / m if self._scale_n > m else 1.0
+        held_bytes = sum(nb for key, (_, nb) in self._ordered if key in held)
+        room = min(float(free_bytes), budget_bytes - scale * held_bytes) / scale
+        if room <= 0:
+            return None
+        total = 0.0
+        for key, (worth, nbytes) in self._ordered:
+            if nbytes > free_bytes or key in held:
+                continue
+            total += nbytes
+            if total >= room:
+                return worth
+        return 0.0
 
     def knapsack_value(self, budget_bytes: int) -> float:
         """Estimated seconds per epoch the fractional-knapsack optimum saves (for logs)."""

@@ -16,6 +16,23 @@ class StoreError(OSError):
     """A store could not do what was asked; the message names the store and the place."""
 
 
+class View:
+    """One entry as this process sees it: a read-only buffer, and a slot for callers.
+
+    A store that maps its entries (:class:`~adaptive_cache.stores.shm.ShmStore`) hands
+    out the same ``View`` until the entry changes or is deleted, so what a caller
+    derives from the buffer (decoded array views, in ``derived``) is made once and
+    lives exactly as long as the mapping.
+    """
+
+    __slots__ = ("buffer", "derived", "ident")
+
+    def __init__(self, buffer: bytes | bytearray | memoryview, ident: object = None) -> None:
+        self.buffer = buffer
+        self.derived: object = None
+        self.ident = ident
+
+
 class StoreHandle(Protocol):
     """A small picklable reference to a store, to open it in another process."""
 
@@ -32,11 +49,14 @@ class Store(ABC):
         name: ``local``, ``shm``, ``disk`` or ``redis``.
         shared: other processes of the node (DataLoader workers, DDP ranks) see entries.
         persistent: entries survive the process (adopt them with :meth:`entries`).
+        maps: :meth:`view` maps entries and keeps the mapping (a view is then a
+            lookup, not a copy).
     """
 
     name: str
     shared: bool
     persistent: bool
+    maps: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes | bytearray | memoryview | None:
@@ -45,6 +65,19 @@ class Store(ABC):
         Raises:
             StoreError: the store failed (not: the key is absent).
         """
+
+    def view(self, key: str) -> View | None:
+        """The entry under ``key`` as a :class:`View`; ``None`` when absent.
+
+        The default reads a fresh copy (:meth:`get`); stores that can map entries
+        return a cached read-only view instead, which stays valid after the entry is
+        deleted (the pages are freed when the last view is dropped).
+
+        Raises:
+            StoreError: the store failed (not: the key is absent).
+        """
+        data = self.get(key)
+        return None if data is None else View(data)
 
     @abstractmethod
     def put(self, key: str, data: bytes | memoryview) -> int:

@@ -2,28 +2,42 @@
 
 A write goes to a temporary name (``.KEY.PID-TOKEN.tmp``) and is renamed into place,
 so readers see a whole entry or none, and a writer killed mid-write leaves only a
-temporary file, which :meth:`DirectoryStore.sweep` removes once its pid is dead. A read
-is ``open`` + ``fstat`` + one ``read`` into a fresh buffer: measured on the reference
-machine, that beat ``readinto`` a preallocated (or a reused) buffer and ``mmap``.
+temporary file, which :meth:`DirectoryStore.sweep` removes once its pid is dead.
+
+:meth:`DirectoryStore.get` is ``open`` + ``fstat`` + one ``read`` into a fresh buffer.
+:meth:`DirectoryStore.view` (with ``max_mapped > 0``) maps the file instead and keeps
+the mapping, so the process that serves hits reads entries in place, as it would read
+its own heap: measured on the 2-core reference container, stacking 16 mapped 1.7 MB
+entries into a batch cost 162-188 us per sample against 160-168 us for arrays already
+in the process, where ``read`` + decode + stack cost 1,700 us (16 fresh 1.7 MB
+buffers per batch, each paying its page faults and a copy) and ``preadv`` straight into
+the batch rows 290 us. A mapping is checked against the file's inode, mtime and size
+on every view, so an entry rewritten or deleted by another process is never served.
+Writers never modify a published file (they rename a new one over it), so a mapping
+never sees a truncated file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
-from adaptive_cache.stores.base import Store, StoreError
+from adaptive_cache.stores.base import Store, StoreError, View
 from adaptive_cache.stores.keys import check_key, is_key
 
 _TEMP = re.compile(r"\..+\.(\d+)-[0-9a-f]+\.tmp")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# Populate the page tables at map time: one call instead of a fault per 4 KiB page.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def pid_alive(pid: int) -> bool:
@@ -63,18 +77,25 @@ class DirectoryStore(Store):
         directory: where entries live (must exist).
         page_size: when > 0, entry sizes are reported rounded up to this (tmpfs hands
             out whole pages, and that is the memory a deletion gives back).
+        max_mapped: mappings :meth:`view` keeps (least recently viewed dropped first;
+            each is one of the kernel's ``vm.max_map_count`` areas); 0 never maps.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, page_size: int = 0) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, page_size: int = 0, max_mapped: int = 0
+    ) -> None:
         self.directory = Path(directory)
         self.page_size = page_size
+        self.max_mapped = max(0, int(max_mapped))
+        self._dir = str(self.directory)
+        self._views: OrderedDict[str, View] = OrderedDict()
 
     def _size(self, nbytes: int) -> int:
         if self.page_size <= 0:
             return nbytes
         return -(-nbytes // self.page_size) * self.page_size
 
-    def _fail(self, action: str, path: Path, exc: OSError) -> StoreError:
+    def _fail(self, action: str, path: Path | str, exc: OSError) -> StoreError:
         return StoreError(f"{self.name} store: cannot {action} {path}: {exc.strerror or exc}")
 
     def get(self, key: str) -> bytes | None:
@@ -91,6 +112,53 @@ class DirectoryStore(Store):
             raise self._fail("read", path, exc) from exc
         finally:
             os.close(fd)
+
+    @property
+    def maps(self) -> bool:  # type: ignore[override]
+        return self.max_mapped > 0
+
+    def view(self, key: str) -> View | None:
+        if self.max_mapped <= 0:
+            return super().view(key)
+        path = os.path.join(self._dir, check_key(key))  # str, not Path: this is the hit path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._views.pop(key, None)
+            return None
+        except OSError as exc:
+            raise self._fail("read", path, exc) from exc
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._views.get(key)
+        if cached is not None and cached.ident == ident:
+            self._views.move_to_end(key)
+            return cached
+        if st.st_size == 0:
+            return View(b"", ident)  # nothing to map; the codec rejects it as corrupt
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            self._views.pop(key, None)
+            return None
+        except OSError as exc:
+            raise self._fail("read", path, exc) from exc
+        try:
+            buf = mmap.mmap(fd, st.st_size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            # Out of map areas (or a file that changed size under us): read a copy.
+            self._views.pop(key, None)
+            return super().view(key)
+        finally:
+            os.close(fd)
+        view = View(buf, ident)
+        self._views[key] = view
+        if len(self._views) > self.max_mapped:
+            self._views.popitem(last=False)
+        return view
+
+    def unmap_all(self) -> None:
+        """Drop every mapping this process keeps (pages go once no view is in use)."""
+        self._views.clear()
 
     def put(self, key: str, data: bytes | memoryview) -> int:
         path = self.directory / check_key(key)
@@ -114,6 +182,7 @@ class DirectoryStore(Store):
 
     def delete(self, key: str) -> int:
         path = self.directory / check_key(key)
+        self._views.pop(key, None)  # a kept mapping would hold the pages
         try:
             size = os.stat(path).st_size
             os.unlink(path)

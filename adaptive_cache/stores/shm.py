@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 PREFIX = "adaptive-cache-"
 OWNER_FILE = ".owner"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: Entries a process keeps mapped for :meth:`ShmStore.view` (the kernel allows about
+#: 65,000 mappings per process by default; beyond this, views read a copy).
+MAX_MAPPED = 16384
 
 
 def _pid_namespace() -> str:
@@ -153,7 +156,11 @@ class ShmStore(DirectoryStore):
 
     def __init__(self, shm_dir: str = "/dev/shm", namespace: str = "default") -> None:
         base = Path(shm_dir)
-        super().__init__(base / f"{PREFIX}{check_namespace(namespace)}", page_size=PAGE_SIZE)
+        super().__init__(
+            base / f"{PREFIX}{check_namespace(namespace)}",
+            page_size=PAGE_SIZE,
+            max_mapped=MAX_MAPPED,
+        )
         self._owner_pid: int | None = None
         self._finalizer: weakref.finalize | None = None
         try:
@@ -179,7 +186,7 @@ class ShmStore(DirectoryStore):
         raise :class:`~adaptive_cache.stores.base.StoreError`.
         """
         store = cls.__new__(cls)
-        DirectoryStore.__init__(store, directory, page_size=PAGE_SIZE)
+        DirectoryStore.__init__(store, directory, page_size=PAGE_SIZE, max_mapped=MAX_MAPPED)
         store._owner_pid = None
         store._finalizer = None
         return store
@@ -190,6 +197,7 @@ class ShmStore(DirectoryStore):
         return self._owner_pid == os.getpid()
 
     def close(self) -> None:
+        self.unmap_all()
         if self.owner and self._finalizer is not None:
             self._finalizer()
 

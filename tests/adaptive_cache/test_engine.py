@@ -187,6 +187,34 @@ def test_corrupt_entry_is_a_miss_and_evicted(tmp_path):
         assert st.tiers["small"].evictions["invalid"] == 1
 
 
+def test_shm_hits_are_served_in_place_read_only_and_corruption_is_a_miss(tmp_path):
+    write_images(tmp_path / "img", 3)
+    want = image_pipeline(tmp_path / "img", random=False).run(0)
+    with _cache(tmp_path / "img", store="shm", max_bytes="1GiB", random=False) as cache:
+        for i in range(3):
+            cache.get(i)
+        key = cache.final_hit_key(0)
+        assert key is not None
+        first, second = cache.get(0), cache.get(0)
+        np.testing.assert_array_equal(first["image"], want["image"])
+        # Both hits read the same mapped bytes; nobody can write into the cache.
+        assert np.shares_memory(first["image"], second["image"])
+        assert not first["image"].flags.writeable
+        with pytest.raises(ValueError):
+            first["image"][0, 0, 0] = 1
+        first["extra"] = "a caller's own key"
+        assert "extra" not in cache.get(0)
+        assert cache.stats().tiers["small"].hits == 3
+        # Another process replaces the entry with garbage: a miss, evicted, recomputed.
+        (cache.store.directory / key).with_name(".tmp-garbage").write_bytes(b"garbage")
+        os.replace(cache.store.directory / ".tmp-garbage", cache.store.directory / key)
+        got = cache.get(0)
+        np.testing.assert_array_equal(got["image"], want["image"])
+        st = cache.stats()
+        assert st.tiers["small"].evictions["invalid"] == 1
+        assert st.tiers["small"].hits == 3
+
+
 def test_off_policy_caches_nothing(tmp_path):
     write_images(tmp_path / "img", 3)
     with _cache(tmp_path / "img", policy="off") as cache:

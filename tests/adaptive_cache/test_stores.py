@@ -4,6 +4,7 @@ guarantees (shared across processes, ownership of shm, disk full, redis failures
 from __future__ import annotations
 
 import json
+import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -83,6 +84,18 @@ def test_delete_frees_what_put_took(store):
     assert store.get("tensor-ab") is None
     assert not store.contains("tensor-ab")
     assert store.delete("tensor-ab") == 0
+
+
+def test_view_gives_the_bytes_of_get_and_none_when_absent(store):
+    data = os.urandom(200_000)
+    store.put("tensor-0a", data)
+    view = store.view("tensor-0a")
+    assert view is not None and bytes(view.buffer) == data
+    assert store.view("tensor-0b") is None
+    store.put("tensor-0a", b"second")
+    assert bytes(store.view("tensor-0a").buffer) == b"second"
+    store.delete("tensor-0a")
+    assert store.view("tensor-0a") is None
 
 
 def test_overwrite_replaces_value_and_size(store):
@@ -292,6 +305,8 @@ def test_deleting_an_shm_entry_returns_its_memory_to_the_os(shm_dir):
         # one measurement, so allow three attempts.
         for _ in range(3):
             store.put("big", os.urandom(size))
+            # A mapping kept for serving hits must not hold the pages after a delete.
+            assert len(store.view("big").buffer) == size
             before = used()
             freed = store.delete("big")
             after = used()
@@ -299,6 +314,52 @@ def test_deleting_an_shm_entry_returns_its_memory_to_the_os(shm_dir):
                 break
         assert freed == size
         assert before - after >= 0.95 * size, f"tmpfs use fell by {(before - after) / MiB} MiB"
+    finally:
+        store.close()
+
+
+def _rewrite_in_child(handle, key: str, data: bytes) -> None:
+    handle.open().put(key, data)
+
+
+def test_shm_view_is_kept_and_never_stale(shm_dir):
+    store = ShmStore(str(shm_dir), _namespace())
+    try:
+        store.put("tensor-aa", b"a" * 10_000)
+        first = store.view("tensor-aa")
+        assert isinstance(first.buffer, mmap.mmap)
+        first.derived = "decoded once"
+        assert store.view("tensor-aa") is first  # same mapping, derived views kept
+        # Another process replaces the entry: the next view maps the new file.
+        ctx = mp.get_context("spawn")
+        child = ctx.Process(
+            target=_rewrite_in_child, args=(store.handle(), "tensor-aa", b"b" * 20_000)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        second = store.view("tensor-aa")
+        assert second is not first and second.derived is None
+        assert bytes(second.buffer) == b"b" * 20_000
+        assert bytes(first.buffer) == b"a" * 10_000  # a view in use stays whole
+        # ... and removes it: the view is gone, not served from the old mapping.
+        os.unlink(store.directory / "tensor-aa")
+        assert store.view("tensor-aa") is None
+    finally:
+        store.close()
+
+
+def test_shm_keeps_at_most_max_mapped_views(shm_dir):
+    store = ShmStore(str(shm_dir), _namespace())
+    store.max_mapped = 3
+    try:
+        for i in range(5):
+            store.put(f"tensor-{i:02x}", bytes([i]) * 5000)
+        views = [store.view(f"tensor-{i:02x}") for i in range(5)]
+        assert [bytes(v.buffer[:1]) for v in views] == [bytes([i]) for i in range(5)]
+        assert len(store._views) == 3
+        assert store.view("tensor-04") is views[4]  # recent ones are kept
+        assert store.view("tensor-00") is not views[0]  # the oldest was dropped
     finally:
         store.close()
 
