@@ -116,6 +116,10 @@ class BudgetController:
         """True from a probe below the low watermark until one at or above the high one."""
         return self._episode_level is not None
 
+    def probe_due(self) -> bool:
+        """Whether :meth:`update` would probe memory now (else it only redoes arithmetic)."""
+        return self._last is None or self.clock() - self._probed_at >= self.config.probe_interval_s
+
     def update(self, cache_bytes: int, *, force: bool = False) -> BudgetDecision:
         """Decide the budget for a cache now holding ``cache_bytes``.
 

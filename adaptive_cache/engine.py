@@ -197,8 +197,10 @@ class AdaptiveCache:
                 return None
             view.derived = sample
         with self._lock:
-            if self.enabled:
-                self._refresh_budget()  # rate-limited by the controller
+            if self.enabled and self.budget.probe_due():
+                # A hit changes no byte count: only a new memory reading can change
+                # the decision, so between probes there is nothing to redo.
+                self._refresh_budget()
             self._stats.requests += 1
             self._stats.observe_lookup(time.perf_counter() - t0)
             self._count_hit(self._final or key.split("-", 1)[0], key)

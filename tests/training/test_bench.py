@@ -220,3 +220,25 @@ def test_targets_say_what_is_met_and_what_is_missed():
                              "torch": "t", "pytorch_lightning": "l", "monai": None,
                              "python": "3", "gpu": None}, "results": results}, "cmd")  # fmt: skip
     assert "| val, full budget, epochs 1+: >= 0.8x ideal | 0.50x | **no** |" in md
+
+
+def test_knapsack_optimum_is_the_best_subset_and_below_the_fractional_bound():
+    import itertools
+    import random
+
+    from training.bench.hitrate import knapsack_bound, knapsack_optimum
+
+    rng = random.Random(4)
+    for _ in range(20):
+        sizes = [4096 * rng.randint(1, 6) for _ in range(9)]
+        costs = tuple(rng.uniform(0.001, 0.01) for _ in range(9))
+        budget = 4096 * rng.randint(1, 20)
+        brute = max(
+            sum(costs[i] for i in subset)
+            for k in range(10)
+            for subset in itertools.combinations(range(9), k)
+            if sum(sizes[i] for i in subset) <= budget
+        )
+        best = knapsack_optimum(costs, sizes, budget)
+        assert best == pytest.approx(brute)
+        assert best <= knapsack_bound(costs, sizes, budget) + 1e-12

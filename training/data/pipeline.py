@@ -146,5 +146,6 @@ def polygons_to_output_frame(
 
 def sample_polygons(sample: Mapping[str, Any]) -> list[np.ndarray]:
     """The sample's ground-truth polygons in the output frame, float32 (N, 2) each."""
-    polys = unpack_polygons(sample["polys"], sample["poly_offsets"])
-    return [np.array(_to_output(p, sample), dtype=np.float32) for p in polys]
+    # One call for all points (the mapping is per point), then views per polygon.
+    points = np.array(_to_output(np.asarray(sample["polys"]), sample), dtype=np.float32)
+    return unpack_polygons(points, sample["poly_offsets"])
