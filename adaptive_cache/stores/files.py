@@ -24,6 +24,7 @@ import mmap
 import os
 import re
 import secrets
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,20 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 # Populate the page tables at map time: one call instead of a fault per 4 KiB page.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+# Stores that keep mappings: a forked child (a DataLoader worker) inherits every mapping
+# of its parent, and would hold the pages of entries the parent evicts for as long as it
+# lives. The child drops its copies at once; it reopens the store from a handle anyway.
+_MAPPING_STORES: weakref.WeakSet[DirectoryStore] = weakref.WeakSet()
+
+
+def _forget_views_after_fork() -> None:
+    for store in list(_MAPPING_STORES):
+        store._views.clear()
+
+
+os.register_at_fork(after_in_child=_forget_views_after_fork)
 
 
 def pid_alive(pid: int) -> bool:
@@ -89,6 +104,8 @@ class DirectoryStore(Store):
         self.max_mapped = max(0, int(max_mapped))
         self._dir = str(self.directory)
         self._views: OrderedDict[str, View] = OrderedDict()
+        if self.max_mapped > 0:
+            _MAPPING_STORES.add(self)
 
     def _size(self, nbytes: int) -> int:
         if self.page_size <= 0:

@@ -349,6 +349,34 @@ def test_shm_view_is_kept_and_never_stale(shm_dir):
         store.close()
 
 
+def _mapped_here(path: str, queue) -> None:
+    with open("/proc/self/maps") as f:
+        queue.put(path in f.read())
+
+
+def test_a_forked_child_drops_the_mappings_it_inherits(shm_dir):
+    # A persistent forked worker must not keep the pages of entries its parent evicts.
+    store = ShmStore(str(shm_dir), _namespace())
+    try:
+        store.put("tensor-aa", os.urandom(256 * 1024))
+        assert store.view("tensor-aa") is not None
+        path = str(store.directory / "tensor-aa")
+        with open("/proc/self/maps") as f:
+            assert path in f.read()
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_mapped_here, args=(path, queue))
+        child.start()
+        in_child = queue.get(timeout=60)
+        child.join(60)
+        assert in_child is False
+        store.delete("tensor-aa")
+        with open("/proc/self/maps") as f:
+            assert path not in f.read()
+    finally:
+        store.close()
+
+
 def test_shm_keeps_at_most_max_mapped_views(shm_dir):
     store = ShmStore(str(shm_dir), _namespace())
     store.max_mapped = 3
