@@ -27,6 +27,9 @@ Sample = dict[str, Any]
 """A sample: named numpy arrays plus JSON-serialisable metadata (str, int, float, lists)."""
 
 
+_KEY_MEMO_MAX = 65536  # samples whose keys Pipeline.keys remembers
+
+
 def stable_hash(*parts: object) -> str:
     """Hex digest (16 bytes of BLAKE2b) of the ``repr`` of ``parts``; stable across runs."""
     h = hashlib.blake2b(digest_size=16)
@@ -153,6 +156,7 @@ class Pipeline:
             (i for i, s in enumerate(self.stages) if not s.deterministic), len(self.stages)
         )
         self._tier_end: dict[str, int] = {}
+        self._key_memo: dict[int, tuple[tuple[str, str], dict[str, str]]] = {}
         for tier, stage_name in tiers.items():
             if stage_name not in names:
                 raise ValueError(
@@ -202,9 +206,28 @@ class Pipeline:
         """
         src = self.source
         sid, ident = src.sample_id(index), src.identity(index)
-        return {
-            t: f"{t}-{stable_hash(sid, ident, self.fingerprint(self.tier_end(t)))}" for t in tiers
-        }
+        # Hashing costs more than reading the identity; while the identity (and so
+        # every key) is unchanged, reuse the digests: this runs for every hit.
+        memo = self._key_memo.get(index)
+        if memo is None or memo[0] != (sid, ident):
+            if len(self._key_memo) >= _KEY_MEMO_MAX:
+                self._key_memo.clear()  # bounded memory (about 0.5 KB a sample)
+            memo = ((sid, ident), {})
+            self._key_memo[index] = memo
+        known = memo[1]
+        out = {}
+        for t in tiers:
+            key = known.get(t)
+            if key is None:
+                digest = stable_hash(sid, ident, self.fingerprint(self.tier_end(t)))
+                key = known[t] = f"{t}-{digest}"
+            out[t] = key
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_key_memo"] = {}  # rebuilt where it is used; not worth shipping to workers
+        return state
 
     def rng(self, index: int, epoch: int, stage_pos: int) -> np.random.Generator:
         """The generator a stage gets for one sample in one epoch."""

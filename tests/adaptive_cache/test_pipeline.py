@@ -47,6 +47,19 @@ def test_keys_change_with_file_and_stage_parameters(tmp_path):
     assert k3["image"] != k1["image"] and k3["small"] != k1["small"]
 
 
+def test_one_pipeline_sees_a_file_change_at_once(tmp_path):
+    # Keys are remembered per sample while the file is unchanged; a change must show.
+    paths = write_images(tmp_path / "a", 2)
+    pipe = image_pipeline(tmp_path / "a")
+    before = pipe.keys(0, ["image", "small"])
+    assert pipe.keys(0, ["small", "image"]) == before
+    write_images(tmp_path / "b", 1, seed=5)
+    paths[0].write_bytes((tmp_path / "b" / "img0000.png").read_bytes())
+    after = pipe.keys(0, ["image", "small"])
+    assert after["image"] != before["image"] and after["small"] != before["small"]
+    assert after == image_pipeline(tmp_path / "a").keys(0, ["image", "small"])
+
+
 def test_random_stages_are_seeded_by_epoch_and_index(tmp_path):
     write_images(tmp_path, 3)
     pipe = image_pipeline(tmp_path)

@@ -27,7 +27,7 @@ from training.data.annotations import Annotations, parse_icdar2015_dir, parse_se
 log = logging.getLogger(__name__)
 
 
-def _stat_identity(path: Path) -> str:
+def _stat_identity(path: str | os.PathLike[str]) -> str:
     st = os.stat(path)
     return f"{st.st_size}:{st.st_mtime_ns}"
 
@@ -75,6 +75,7 @@ class OcrSource:
         on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         self.images_dir = Path(images)
+        self._images_str = str(self.images_dir)
         self.annotations_path = Path(annotations)
         if not self.images_dir.is_dir():
             raise ValueError(f"image directory {self.images_dir} does not exist")
@@ -140,7 +141,9 @@ class OcrSource:
         return self.images_dir / self._names[index]
 
     def identity(self, index: int) -> str:
-        return f"{_stat_identity(self.path(index))}|{self._ann_identity[index]}"
+        # A str path: a Path join costs more than the stat (this runs for every hit).
+        path = os.path.join(self._images_str, self._names[index])
+        return f"{_stat_identity(path)}|{self._ann_identity[index]}"
 
     def load(self, index: int) -> Sample:
         """Read one sample: ``data`` (the file's bytes as uint8), polygons, file names.
