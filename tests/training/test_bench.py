@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from training.bench import QUICK, WORKLOADS, run_bench
@@ -242,3 +244,40 @@ def test_knapsack_optimum_is_the_best_subset_and_below_the_fractional_bound():
         best = knapsack_optimum(costs, sizes, budget)
         assert best == pytest.approx(brute)
         assert best <= knapsack_bound(costs, sizes, budget) + 1e-12
+
+
+def test_mapped_cache_files_are_counted_once(tmp_path):
+    # An owner maps its shm entries to serve hits: those pages belong to the files.
+    import tempfile
+    from pathlib import Path
+
+    from training.bench.isolate import mapped_from
+
+    shm_dir = Path(tempfile.mkdtemp(prefix="bench-test-", dir="/dev/shm"))
+    store = shm_dir / "bench-mapped"
+    store.mkdir()
+    entry = store / "entry"
+    entry.write_bytes(b"\1" * (8 << 20))
+    code = (
+        "import mmap, sys; f = open(sys.argv[1], 'rb'); "
+        "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); sum(m[::4096]); "
+        "print('ok', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(entry)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ok"
+        rss, pss = mapped_from(proc.pid, [str(store)])
+        assert rss == 8 << 20 and 0 < pss <= 8 << 20
+        assert mapped_from(proc.pid, [str(shm_dir / "elsewhere")]) == (0, 0)
+        process_rss = psutil.Process(proc.pid).memory_info().rss  # includes the mapping
+        sampler = TreeSampler(proc.pid, shm_dirs=[str(store)])
+        sampler.sample(pss=True)
+        # The process without its mapping, plus the file once (not twice).
+        assert sampler.peak_bytes <= process_rss + (1 << 20)
+        assert sampler.peak_bytes >= (8 << 20)
+    finally:
+        proc.stdin.close()
+        proc.wait()
+        shutil.rmtree(shm_dir, ignore_errors=True)

@@ -47,6 +47,34 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def mapped_from(pid: int, directories: Sequence[str]) -> tuple[int, int]:
+    """``(rss, pss)`` of the mappings of files in ``directories`` (``/proc/PID/smaps``).
+
+    A cache's owner maps its shared-memory entries to serve hits; those pages are the
+    files' own, counted once through ``shm_dirs``, so they are taken out of the RSS and
+    PSS of the processes mapping them.
+    """
+    if not directories:
+        return 0, 0
+    prefixes = tuple(d.rstrip("/") + "/" for d in directories)
+    rss = pss = 0
+    inside = False
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(maxsplit=1)[0]
+                if not head.endswith(":"):  # a mapping's header: "addr perms off dev inode path"
+                    parts = line.split(maxsplit=5)
+                    inside = len(parts) == 6 and parts[5].startswith(prefixes)
+                elif inside and head == "Rss:":
+                    rss += int(line.split()[1]) * 1024
+                elif inside and head == "Pss:":
+                    pss += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return rss, pss
+
+
 def dir_bytes(directory: str | os.PathLike[str]) -> int:
     """Bytes allocated to the files directly in ``directory`` (0 if it is gone)."""
     total = 0
@@ -67,7 +95,9 @@ class TreeSampler:
 
     Args:
         root: pid of the process to watch (with every descendant it starts).
-        shm_dirs: directories whose files count too (a cache's shared-memory store).
+        shm_dirs: directories whose files count too (a cache's shared-memory store);
+            pages of those files that a process maps are counted there, not in its
+            RSS or PSS (read from ``smaps`` at every PSS sample).
         interval_s: seconds between RSS samples.
         pss_every: take a PSS sample every this many RSS samples.
 
@@ -92,6 +122,7 @@ class TreeSampler:
         self.peak_bytes = 0
         self.peak_pss_bytes = 0
         self.samples = 0
+        self._mapped_rss: dict[int, int] = {}  # pid -> RSS of its shm_dirs mappings
         self._ppid: dict[int, int] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._lock = threading.Lock()
@@ -130,16 +161,25 @@ class TreeSampler:
 
     def _sample(self, pss: bool) -> None:
         members = self._members()
+        mapped_pss = 0
+        if pss and self.shm_dirs:
+            # smaps costs milliseconds: read it at PSS samples only, and reuse the
+            # mapped RSS found then for the RSS samples in between.
+            self._mapped_rss = {}
+            for pid in members:
+                m_rss, m_pss = mapped_from(pid, self.shm_dirs)
+                self._mapped_rss[pid] = m_rss
+                mapped_pss += m_pss
         rss = 0
         for pid in members:
             try:
-                rss += self._procs[pid].memory_info().rss
+                rss += self._procs[pid].memory_info().rss - self._mapped_rss.get(pid, 0)
             except psutil.Error:
                 continue
         shm = sum(dir_bytes(d) for d in self.shm_dirs)
         self.peak_bytes = max(self.peak_bytes, rss + shm)
         if pss:
-            total = sum(_pss(pid) for pid in members)
+            total = sum(_pss(pid) for pid in members) - mapped_pss
             self.peak_pss_bytes = max(self.peak_pss_bytes, total + shm)
         self.samples += 1
 
