@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from adaptive_cache.config import CacheConfig
-from adaptive_cache.stores.base import Store, StoreError, StoreHandle
+from adaptive_cache.stores.base import Store, StoreError, StoreHandle, View
 from adaptive_cache.stores.disk import DiskHandle, DiskStore
 from adaptive_cache.stores.keys import check_namespace
 from adaptive_cache.stores.local import LocalHandle, LocalStore
@@ -30,6 +30,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreHandle",
+    "View",
     "open_store",
 ]
 
