@@ -538,6 +538,15 @@ class AdaptiveCache:
             )
         self._refresh_budget(force=True)
 
+    def prune_views(self) -> None:
+        """Let go of mapped entries that other processes removed (called once an epoch)."""
+        prune = getattr(self.store, "prune_views", None)
+        if prune is not None and self.store.maps:
+            try:
+                prune()
+            except OSError as exc:  # pragma: no cover - stat errors other than "gone"
+                log.debug("%s: pruning mapped entries failed: %s", self.name, exc)
+
     def reconcile(self) -> None:
         """Make the accounting match the store again.
 

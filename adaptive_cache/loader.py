@@ -205,6 +205,7 @@ class CacheLoader(DataLoader):
             raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
         if self.num_workers > 0:
             cache.reconcile()  # entries of workers that died last epoch
+        cache.prune_views()  # mappings of entries other ranks evicted
         planner = _Planner(cache, batches, epoch)
         counts = {"main_samples": 0, "worker_samples": 0}
         self.last_epoch = counts

@@ -173,6 +173,25 @@ class DirectoryStore(Store):
             self._views.popitem(last=False)
         return view
 
+    def prune_views(self) -> int:
+        """Drop kept mappings whose file was removed or replaced (by another process).
+
+        A view is re-checked whenever it is asked for; this catches the entries that are
+        not asked for again (another DDP rank evicted them), so their pages are not held
+        here. Returns how many mappings were dropped.
+        """
+        dropped = 0
+        for key, view in list(self._views.items()):
+            try:
+                st = os.stat(os.path.join(self._dir, key))
+                current = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except OSError:
+                current = None
+            if current != view.ident:
+                self._views.pop(key, None)
+                dropped += 1
+        return dropped
+
     def unmap_all(self) -> None:
         """Drop every mapping this process keeps (pages go once no view is in use)."""
         self._views.clear()

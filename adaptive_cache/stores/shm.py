@@ -133,6 +133,8 @@ class ShmStore(DirectoryStore):
     """Node-shared store in a tmpfs directory; see the module docstring for ownership.
 
     Entry sizes are reported in whole pages: that is what tmpfs holds and gives back.
+    :meth:`view` maps entries and keeps the mappings (see
+    :mod:`adaptive_cache.stores.files`): the owner serves hits from them in place.
 
     Args:
         shm_dir: a tmpfs directory (``config.shm_dir``).

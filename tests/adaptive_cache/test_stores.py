@@ -377,6 +377,24 @@ def test_a_forked_child_drops_the_mappings_it_inherits(shm_dir):
         store.close()
 
 
+def test_prune_drops_mappings_of_entries_removed_elsewhere(shm_dir):
+    store = ShmStore(str(shm_dir), _namespace())
+    try:
+        for key in ("tensor-aa", "tensor-bb"):
+            store.put(key, os.urandom(128 * 1024))
+            assert store.view(key) is not None
+        gone = str(store.directory / "tensor-aa")
+        os.unlink(gone)  # another rank evicted it; nobody asks for it here again
+        with open("/proc/self/maps") as f:
+            assert gone in f.read()  # still held by the kept mapping
+        assert store.prune_views() == 1
+        with open("/proc/self/maps") as f:
+            assert gone not in f.read()
+        assert store.view("tensor-bb") is not None and store.prune_views() == 0
+    finally:
+        store.close()
+
+
 def test_shm_keeps_at_most_max_mapped_views(shm_dir):
     store = ShmStore(str(shm_dir), _namespace())
     store.max_mapped = 3
