@@ -213,7 +213,7 @@ class AdaptiveCache:
         Their sizes do not change between epochs; their timings do, and a sample whose
         one measurement happened to be slow or fast would otherwise keep it for good:
         the pre-check in :meth:`_choose_write` would never let it be written (and so
-        measured) again. This is what lets ``auto`` converge in one epoch under noise.
+        measured) again. This is what lets ``auto`` settle within two epochs under noise.
         """
         first = 0 if report.start == 0 else report.start + 1
         for tier, key in report.keys:
