@@ -164,7 +164,15 @@ class AdaptiveCache:
 
     def get(self, index: int, epoch: int = 0) -> Sample:
         """Serve sample ``index`` in this process, admitting what it computes."""
-        key = self.final_hit_key(index)
+        return self.serve(index, epoch, self.final_hit_key(index))
+
+    def serve(self, index: int, epoch: int, key: str | None) -> Sample:
+        """:meth:`get` for a caller that already looked up :meth:`final_hit_key`.
+
+        A held final-tier entry is served in place; one that vanished, is corrupt or
+        unreadable (and any sample without ``key``) takes the general path, which
+        counts it and computes it.
+        """
         if key is not None:
             sample = self.serve_held(key)
             if sample is not None:

@@ -233,7 +233,7 @@ class CacheLoader(DataLoader):
             for pos, index in enumerate(plan.indices):
                 key = plan.local.get(pos)
                 if key is not None:
-                    samples[pos] = self._serve_local(index, key, epoch)
+                    samples[pos] = cache.serve(index, epoch, key)
                 else:
                     sample, report = next(it)
                     cache.complete(report)
@@ -243,17 +243,6 @@ class CacheLoader(DataLoader):
                 batch = torch.utils.data._utils.pin_memory.pin_memory(batch)
             yield batch
         self._work_sampler.planner = None
-
-    def _serve_local(self, index: int, key: str, epoch: int) -> Sample:
-        """Read a final-tier entry in this process; recompute it if it vanished."""
-        cache = self.dataset.cache
-        sample = cache.serve_held(key)
-        if sample is not None:
-            return sample
-        # Vanished, corrupt or unreadable: the general path counts it and recomputes.
-        sample, report = execute(cache.pipeline, cache.store, cache.order(index, epoch))
-        cache.complete(report)
-        return sample
 
 
 def preload(
