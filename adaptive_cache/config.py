@@ -116,8 +116,14 @@ class CacheConfig(_Strict):
     )
     store: Literal["shm", "local", "disk", "redis"] = "shm"
     max_bytes: Size | None = None
+    # The reserve is reserve_bytes, at most reserve_fraction of the memory limit: 1 GiB
+    # on a host or container of 10 GiB or more, 205 MiB in a 2 GiB container (where a
+    # fixed 1 GiB would leave the cache nothing). reserve_fraction=null: reserve_bytes.
     reserve_bytes: Size = parse_size("1GiB")
+    reserve_fraction: float | None = Field(0.1, ge=0.0, lt=1.0)
     headroom_share: float = Field(0.5, gt=0.0, le=1.0)
+    # Caches of one node (runs, splits) share one budget through a registry in shm_dir.
+    node_budget: bool = True
     watermarks: Watermarks = Field(default_factory=Watermarks)
     tiers: dict[str, Annotated[TierMode, BeforeValidator(_yaml_switch)]] = Field(
         default_factory=dict
@@ -148,3 +154,9 @@ class CacheConfig(_Strict):
 
     def tier_mode(self, tier: str) -> TierMode:
         return self.tiers.get(tier, TierMode.auto)
+
+    def reserve_for(self, limit_bytes: int) -> int:
+        """The reserve kept free below a memory limit of ``limit_bytes``."""
+        if self.reserve_fraction is None:
+            return self.reserve_bytes
+        return min(self.reserve_bytes, int(self.reserve_fraction * limit_bytes))

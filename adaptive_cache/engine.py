@@ -25,6 +25,7 @@ from adaptive_cache import codec
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, format_size
 from adaptive_cache.memory import MemoryProbe, Probe
+from adaptive_cache.node import join_node
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
 from adaptive_cache.policies import EntryInfo, Policy, make_policy
 from adaptive_cache.stats import CacheStats, StatsBoard, merge
@@ -114,7 +115,10 @@ class AdaptiveCache:
             store if store is not None else open_store(config, namespace=self.namespace)
         )
         self.probe: Probe = probe if probe is not None else MemoryProbe()
-        self.budget = BudgetController(config, self.probe, clock=clock)
+        # Caches reading this node's real memory share one node budget (a fake probe
+        # describes a machine of its own).
+        node = join_node(config, self.namespace) if probe is None and self.enabled else None
+        self.budget = BudgetController(config, self.probe, clock=clock, node=node)
         self.policy: Policy = make_policy(config.policy, replace_margin=config.replace_margin)
         # Candidates per epoch: one per sample (a miss offers one tier, see _choose_write).
         self.policy.set_population(max(1, len(pipeline)))
@@ -506,6 +510,8 @@ class AdaptiveCache:
             )
         forced = [t for t in order if self._forced(t)]
         self._order = forced + [t for t in order if t not in forced]
+        if deepest in measured:  # the most this cache could hold: its share of the node
+            self.budget.set_demand(int(max(self._est[t].nbytes for t in measured) * n))
         log.info("%s: cache plan: %s", self.name, plan)
         self.plan_text = plan
 
@@ -634,6 +640,7 @@ class AdaptiveCache:
 
     def close(self) -> None:
         """Release the store (a node-shared store is removed by its owner)."""
+        self.budget.close()
         self.store.close()
 
     def __enter__(self) -> AdaptiveCache:
