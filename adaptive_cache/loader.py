@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaptive_cache.engine import AdaptiveCache
+from adaptive_cache.orphans import WorkerInit
 from adaptive_cache.pipeline import Sample
 from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
@@ -192,7 +193,8 @@ class CacheLoader(DataLoader):
                 persistent_workers=self.persistent_workers,
                 prefetch_factor=self.prefetch_factor,
                 multiprocessing_context=self.multiprocessing_context,
-                worker_init_fn=self.worker_init_fn,
+                # A worker never outlives this process (see adaptive_cache.orphans).
+                worker_init_fn=WorkerInit(self.worker_init_fn),
                 timeout=self.timeout,
             )
         return self._inner
@@ -285,6 +287,7 @@ def preload(
             batch_sampler=batches,
             num_workers=num_workers,
             collate_fn=_passthrough,
+            worker_init_fn=WorkerInit(),
         )
         for results in loader:
             for _, report in results:
