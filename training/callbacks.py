@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.stats import CacheStats
+from training.peak import PeakSampler
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +190,35 @@ class MetricsCallback(pl.Callback):
                 float(m.get("val/precision", 0.0)),
                 float(m.get("val/recall", 0.0)),
             )
+
+
+class PeakMemory(pl.Callback):
+    """Samples the run's peak memory at batch ends (every ``interval_s`` of the
+    source) and at every epoch end; ``peak`` and ``source`` as :class:`PeakSampler`'s.
+    """
+
+    def __init__(self, caches: dict[str, AdaptiveCache]) -> None:
+        self.sampler = PeakSampler(caches)
+
+    @property
+    def peak(self) -> int:
+        return self.sampler.peak
+
+    @property
+    def source(self) -> str:
+        return self.sampler.source
+
+    def sample(self) -> None:
+        self.sampler.sample()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.sampler.due():
+            self.sampler.sample()
+
+    on_validation_batch_end = on_train_batch_end  # type: ignore[assignment]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.sampler.sample()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self.sampler.sample()

@@ -12,17 +12,15 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytorch_lightning as pl
 import torch
 
 from adaptive_cache.config import format_size
-from training.callbacks import CacheStatsCallback, EpochTimer, MetricsCallback
+from training.callbacks import CacheStatsCallback, EpochTimer, MetricsCallback, PeakMemory
 from training.config import Config
 from training.datamodule import OcrDataModule, run_id
 from training.module import DBNetModule
@@ -96,36 +94,6 @@ def resolve_precision(config: Config) -> str:
         "is emulated and ~20x slower; using 32-true (set trainer.precision=bf16-mixed to force)"
     )
     return "32-true"
-
-
-class PeakMemory(pl.Callback):
-    """Peak memory of the process tree: RSS of every process plus the cache's bytes
-    in shared memory (counted once; the store's files are read, not mapped)."""
-
-    def __init__(self, caches: dict[str, Any], interval_s: float = 0.5) -> None:
-        self.caches = caches
-        self.interval_s = interval_s
-        self.peak = 0
-        self._last = 0.0
-
-    def sample(self) -> None:
-        proc = psutil.Process()
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-        total += sum(c.bytes_held for c in self.caches.values() if c.store.shared)
-        self.peak = max(self.peak, total)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.interval_s:
-            self._last = now
-            self.sample()
-
-    on_validation_batch_end = on_train_batch_end  # type: ignore[assignment]
 
 
 def _trainer_kwargs(config: Config, precision: str) -> dict[str, Any]:
@@ -323,6 +291,7 @@ def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> 
     return {
         "epochs": epochs,
         "peak_memory_bytes": peak.peak,
+        "peak_memory_source": peak.source,  # "cgroup" | "pss" | "rss": see training/peak.py
         "device": device,
         "precision": precision,
         "config": config.resolved(),
@@ -346,6 +315,7 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     lines.append(
         f"device {summary['device']}, precision {summary['precision']}, "
-        f"peak memory {format_size(summary['peak_memory_bytes'])}"
+        f"peak memory {format_size(summary['peak_memory_bytes'])} "
+        f"({summary.get('peak_memory_source', 'rss')})"
     )
     return "\n".join(lines)

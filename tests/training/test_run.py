@@ -48,7 +48,14 @@ def cached_run(tmp_path_factory):
 
 def test_summary_has_the_documented_shape(cached_run):
     _, summary, _ = cached_run
-    assert set(summary) >= {"epochs", "peak_memory_bytes", "device", "precision", "config"}
+    assert set(summary) >= {
+        "epochs",
+        "peak_memory_bytes",
+        "peak_memory_source",
+        "device",
+        "precision",
+        "config",
+    }
     assert summary["precision"] in ("32-true", "bf16-mixed")
     assert [e["epoch"] for e in summary["epochs"]] == [0, 1]
     for e in summary["epochs"]:
@@ -69,6 +76,7 @@ def test_summary_has_the_documented_shape(cached_run):
     assert second["cache"]["hit_ratio"] == 1.0  # full budget: everything kept in epoch 0
     assert second["cache"]["by_tier"]["tensor"]["items"] == 12
     assert summary["peak_memory_bytes"] > 0
+    assert summary["peak_memory_source"] in ("cgroup", "pss")  # never RSS summed on Linux
 
 
 def test_cached_and_uncached_runs_give_the_same_losses(cached_run, tmp_path):
