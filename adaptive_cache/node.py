@@ -5,9 +5,10 @@ node, or the train and val caches of one run, each claimed about half of the mem
 available (four caches claimed ~10 GiB each of 22 GiB). With it, every owner of a
 cache in memory (one :class:`~adaptive_cache.engine.AdaptiveCache` in one process)
 keeps a small JSON file in ``<shm_dir>/adaptive-cache.node/``: its pid and start time
-(liveness), its group (the cache's store namespace: the DDP ranks of one cache are
-one group), the bytes it holds, what it would hold at most (its *demand*, once
-measured), whether its size is fixed by ``max_bytes``, and the budget it was given.
+(liveness, from ``/proc/PID/stat``), its group (the cache's store namespace: the DDP
+ranks of one cache are one group), the bytes it holds, what it would hold at most (its
+*demand*, once measured), whether its size is fixed by ``max_bytes``, and the budget
+it was given. Owners are assumed to share one pid namespace (as the shm store does).
 
 At each probe an owner reads the others' files (removing those of dead owners) and
 computes the node's budget the way one cache computed its own::
@@ -100,7 +101,31 @@ def fair_shares(total: int, demands: Mapping[str, int | None]) -> dict[str, int]
     return out
 
 
+def _proc_stat(pid: int) -> tuple[bytes, float] | None:
+    """(state, start time in clock ticks since boot) from ``/proc/PID/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return fields[0], float(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+_HAVE_PROC = os.path.exists(f"/proc/{os.getpid()}/stat")
+
+
 def _start_time(pid: int) -> float | None:
+    """When ``pid`` started (an identity: a reused pid has another), ``None`` if gone."""
+    if _HAVE_PROC:
+        stat = _proc_stat(pid)
+        return None if stat is None or stat[0] in (b"Z", b"X") else stat[1]
+    if not pid_alive(pid):
+        return None
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -108,11 +133,9 @@ def _start_time(pid: int) -> float | None:
 
 
 def _alive(claim: Claim) -> bool:
-    # A pid reused by another process has another start time.
-    if not pid_alive(claim.pid):
-        return False
+    # One read of /proc/PID/stat (about 10 us; psutil took 0.35 ms per claim).
     start = _start_time(claim.pid)
-    return start is not None and abs(start - claim.start) < 1.0
+    return start is not None and abs(start - claim.start) < 0.5
 
 
 def _parse(path: Path) -> Claim | None:
