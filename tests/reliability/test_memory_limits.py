@@ -86,7 +86,8 @@ def test_two_gib_container_caches_the_whole_val_split_without_oom(small_run, shm
         kernel_peak = cg.max_usage()
     val = out["val"]
     print(
-        f"\n2 GiB {cg.version} cgroup: val budget {val['budget_bytes'] / MiB:.0f} MiB "
+        f"\n2 GiB {cg.version} cgroup: val budget {val['budget_bytes'] / MiB:.0f} MiB, train "
+        f"{out['train']['budget_bytes'] / MiB:.0f} MiB "
         f"(node {val['node_budget_bytes'] / MiB:.0f} MiB; fixed 1 GiB reserve: "
         f"{out['old_rule_budget_bytes']} B), val cached {val['items']}/{val['n']}, "
         f"epoch 2 hits {out['epochs']['val'][1]['hits']}, peak {out['peak_memory_bytes'] / MiB:.0f}"
