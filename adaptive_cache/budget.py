@@ -45,6 +45,9 @@ _MIN_STEP = 0.01
 _REPUBLISH = 0.01
 # Headroom on a measured demand (sizes are averages; the last samples must fit too).
 _DEMAND_MARGIN = 1.1
+# (max_bytes, limit) pairs already warned about: the train and val caches of a run
+# share their config, and the user needs to read it once.
+_clamp_warned: set[tuple[int, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,6 @@ class BudgetController:
         self.node = node
         self._others: list[Claim] = []
         self._demand: int | None = None
-        self._clamp_warned = False
         self._last: BudgetDecision | None = None
         self._probed_at = -math.inf
         self._cache_at_probe = 0
@@ -242,8 +244,8 @@ class BudgetController:
         ceiling = max(0, int(self.config.headroom_share * limit) - reserve)
         if max_bytes <= ceiling:
             return max_bytes
-        if not self._clamp_warned:
-            self._clamp_warned = True
+        if (max_bytes, limit) not in _clamp_warned:
+            _clamp_warned.add((max_bytes, limit))
             log.warning(
                 "cache.max_bytes=%s is more than the memory limit allows: limit %s, of "
                 "which headroom_share %.2f minus a reserve of %s is %s; using %s "
