@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from adaptive_cache.redact import masked_url
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -84,7 +86,9 @@ class TierMode(str, Enum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a ValidationError's text never repeats a value (a URL with
+    # its password); messages name the key and mask what they quote.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
 
 class Watermarks(_Strict):
@@ -135,6 +139,7 @@ class CacheConfig(_Strict):
     probe_interval_s: float = Field(0.25, ge=0.0)
     shm_dir: str = "/dev/shm"
     disk_dir: str | None = None
+    # The password may stay out of the URL (and of every file): ADAPTIVE_CACHE_REDIS_PASSWORD.
     redis_url: str | None = None
     redis_timeout_s: float = Field(2.0, gt=0.0)
 
@@ -148,7 +153,7 @@ class CacheConfig(_Strict):
             if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError(
                     "redis_url must start with redis://, rediss:// or unix://, "
-                    f"got {self.redis_url!r}"
+                    f"got {masked_url(self.redis_url)!r}"
                 )
         return self
 

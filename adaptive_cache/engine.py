@@ -19,11 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from adaptive_cache import codec
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, format_size
+from adaptive_cache.faults import StoreFaults
 from adaptive_cache.memory import MemoryProbe, Probe
 from adaptive_cache.node import join_node
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
@@ -137,6 +139,8 @@ class AdaptiveCache:
         self._order: list[str] = list(self.tiers)  # tiers in the order they are offered
         self._planned = False
         self._board = StatsBoard(stats_dir) if stats_dir else None
+        self._faults = StoreFaults(name, self.store.name)
+        self._space_cap: int | None = None  # node bytes the store's file system allows
         self._final = next(
             (t for t in self.tiers if pipeline.tier_end(t) == len(pipeline.stages)), None
         )
@@ -197,7 +201,9 @@ class AdaptiveCache:
         t0 = time.perf_counter()
         try:
             view = self.store.view(key)
-        except StoreError:
+        except StoreError as exc:
+            with self._lock:
+                self._store_failed("read", exc)
             return None
         if view is None:
             return None
@@ -216,6 +222,8 @@ class AdaptiveCache:
             self._stats.requests += 1
             self._stats.observe_lookup(time.perf_counter() - t0)
             self._count_hit(self._final or key.split("-", 1)[0], key)
+            if self._faults.failing:
+                self._faults.succeeded("read")
             self._log_every()
         return dict(sample)  # type: ignore[call-overload]
 
@@ -285,9 +293,7 @@ class AdaptiveCache:
         if self._final is None:
             return None
         key = self.pipeline.keys(index, (self._final,))[self._final]
-        if key in self._held or (
-            self.store.shared and self._share > 1 and self.store.contains(key)
-        ):
+        if key in self._held or (self.store.shared and self._share > 1 and self._contains(key)):
             return key
         return None
 
@@ -296,15 +302,24 @@ class AdaptiveCache:
         if not self.tiers:
             return False
         for key in self.pipeline.keys(index, self.tiers).values():
-            if key in self._held or (
-                self.store.shared and self._share > 1 and self.store.contains(key)
-            ):
+            if key in self._held or (self.store.shared and self._share > 1 and self._contains(key)):
                 return True
         return False
 
+    def _contains(self, key: str) -> bool:
+        try:
+            return self.store.contains(key)
+        except StoreError as exc:
+            with self._lock:
+                self._store_failed("read", exc)
+            return False
+
     def _choose_write(self, keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        held_ends = [self.pipeline.tier_end(t) for t, k in keys.items() if k in self._held]
-        deepest_held = max(held_ends, default=0)
+        held = [(self.pipeline.tier_end(t), t, k) for t, k in keys.items() if k in self._held]
+        deepest_held = max((end for end, _, _ in held), default=0)
+        # The held tier is written again if the executor does not find it intact (corrupt,
+        # or gone from the store), so that the next epoch hits; if found, nothing is written.
+        rewrite = tuple((t, k) for end, t, k in held if end == deepest_held)
         budget = self._budget_bytes()
         for tier in self._order:
             if self.pipeline.tier_end(tier) <= deepest_held:
@@ -313,14 +328,14 @@ class AdaptiveCache:
             if seen is None:
                 # Never measured: offer it once, so the policy ranks this sample by its
                 # own size and cost rather than by the tier's average.
-                return ((tier, keys[tier]),)
+                return (*rewrite, (tier, keys[tier]))
             cand = EntryInfo(keys[tier], tier, max(1, seen[0]), seen[1])
             if (
                 self._forced(tier)
                 or self.policy.admit(cand, budget - self._used, budget) is not None
             ):
-                return ((tier, keys[tier]),)
-        return ()
+                return (*rewrite, (tier, keys[tier]))
+        return rewrite
 
     def _forced(self, tier: str) -> bool:
         return self.config.tier_mode(tier) is TierMode.on
@@ -333,11 +348,22 @@ class AdaptiveCache:
             st = self._stats
             st.requests += 1
             st.store_errors += report.store_errors
+            for i, (op, message) in enumerate(report.store_failed.items()):
+                self._faults.failed(op, message, report.store_errors if i == 0 else 0)
+            for op in report.store_ok:
+                self._faults.succeeded(op)
             st.observe_lookup(report.lookup_seconds)
             for tier in report.missed:
                 st.tier(tier).misses += 1
+            # Corrupt entries were written again by the executor (not deleted here: the
+            # file now holds the good bytes) and are re-admitted below; held entries that
+            # vanished and could not be rewritten leave the accounting.
+            rewritten = {k for k, _ in (*report.written.values(), *report.payloads.values())}
             for tier, key in report.corrupt:
-                self._evict(key, "invalid", tier=tier)
+                self._evict(key, "invalid", tier=tier, delete=key not in rewritten)
+            for _, key in report.absent:
+                if key in self._held and key not in rewritten:
+                    self._evict(key, "invalid", delete=False)
             cost_base = 0.0
             if report.hit_tier is not None:
                 cost_base = self._count_hit(report.hit_tier, report.hit_key or "")
@@ -379,7 +405,8 @@ class AdaptiveCache:
         self._refresh_budget()
         budget = self._budget_bytes()
         if cand.key in self._held:
-            return True
+            # Written again (it was missing or corrupt): same key, same accounting.
+            return data is None or self._put(cand.key, data)
         forced = self._forced(cand.tier)
         victims = self.policy.admit(cand, budget - self._used, budget)
         if victims is None and forced and cand.nbytes <= budget:
@@ -390,18 +417,8 @@ class AdaptiveCache:
             return False
         for key in victims:
             self._evict(key, "replaced")
-        if data is not None:
-            try:
-                self.store.put(cand.key, data)
-            except StoreError as exc:
-                self._stats.store_errors += 1
-                log.warning(
-                    "%s: cache store %s failed to write; continuing uncached: %s",
-                    self.name,
-                    self.store.name,
-                    exc,
-                )
-                return False
+        if data is not None and not self._put(cand.key, data):
+            return False
         self._held[cand.key] = cand
         self._used += cand.nbytes
         self.policy.on_insert(cand)
@@ -420,6 +437,20 @@ class AdaptiveCache:
                     self._evict(other, "replaced")
         return True
 
+    def _put(self, key: str, data: bytes) -> bool:
+        try:
+            self.store.put(key, data)
+        except StoreError as exc:
+            self._store_failed("write", exc)
+            return False
+        self._faults.succeeded("write")
+        return True
+
+    def _store_failed(self, op: str, exc: StoreError) -> None:
+        """Count a failed store call; the first of an outage is logged (see faults.py)."""
+        self._stats.store_errors += 1
+        self._faults.failed(op, str(exc))
+
     def _victims_for(self, nbytes: int) -> list[str]:
         out, freed = [], 0
         for info in sorted(self._held.values(), key=lambda i: i.worth):
@@ -430,11 +461,14 @@ class AdaptiveCache:
                 freed += info.nbytes
         return out
 
-    def _evict(self, key: str, reason: str, *, tier: str | None = None) -> None:
+    def _evict(
+        self, key: str, reason: str, *, tier: str | None = None, delete: bool = True
+    ) -> None:
         info = self._held.pop(key, None)
         if info is None:
             if tier is not None:
-                self._delete(key)
+                if delete:
+                    self._delete(key)
                 self._stats.tier(tier).evictions[reason] += 1
             return
         self._used -= info.nbytes
@@ -443,17 +477,19 @@ class AdaptiveCache:
         ts.evictions[reason] += 1
         ts.bytes -= info.nbytes
         ts.items -= 1
-        self._delete(key)
+        if delete:
+            self._delete(key)
 
     def _delete(self, key: str) -> None:
         try:
             self.store.delete(key)
         except StoreError as exc:
-            self._stats.store_errors += 1
-            log.debug("%s: delete of %s failed: %s", self.name, key, exc)
+            self._store_failed("write", exc)
 
     def _refresh_budget(self, *, force: bool = False) -> BudgetDecision:
+        probed = force or self.budget.probe_due()
         decision = self.budget.update(self._used * self._share, force=force)
+        decision = self._cap_to_store_space(decision, probed)
         self._decision = decision
         self._stats.budget_bytes = decision.budget_bytes
         self._stats.headroom_bytes = decision.headroom_bytes
@@ -468,6 +504,17 @@ class AdaptiveCache:
         over = self._used - self._budget_bytes()
         if over > 0:
             self._shrink(over, "budget")
+        return decision
+
+    def _cap_to_store_space(self, decision: BudgetDecision, probed: bool) -> BudgetDecision:
+        """The budget never exceeds what is held plus what the store's file system can
+        still take (``Store.space_bytes``): a disk cache stops growing before the disk is
+        full. Read with each memory probe; in between, the cap stays where it was."""
+        if probed:
+            space = self.store.space_bytes()
+            self._space_cap = None if space is None else self._used * self._share + space
+        if self._space_cap is not None and self._space_cap < decision.budget_bytes:
+            return replace(decision, budget_bytes=self._space_cap)
         return decision
 
     def _shrink(self, nbytes: int, reason: str) -> None:
@@ -573,9 +620,15 @@ class AdaptiveCache:
             return
         with self._lock:
             sweep = getattr(self.store, "sweep", None)
-            if sweep is not None:
-                sweep()  # temporary files of writers that died
-            present = dict(self.store.entries())
+            try:
+                if sweep is not None:
+                    sweep()  # temporary files of writers that died
+                present = dict(self.store.entries())
+            except StoreError as exc:
+                # Unreachable is not "every entry vanished": keep the accounting as it is.
+                self._store_failed("list", exc)
+                return
+            self._faults.succeeded("list")
             for key in [k for k in self._held if k not in present]:
                 self._evict(key, "invalid")
             budget = self._budget_bytes()

@@ -205,6 +205,7 @@ class CacheLoader(DataLoader):
         batches = iter(self.batch_sampler) if self.batch_sampler is not None else None
         if batches is None:
             raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
+        cache.store.recover()  # a store that was down (Redis) is tried again at once
         if self.num_workers > 0:
             cache.reconcile()  # entries of workers that died last epoch
         cache.prune_views()  # mappings of entries other ranks evicted

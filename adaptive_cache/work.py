@@ -58,13 +58,26 @@ class WorkReport:
     written: dict[str, tuple[str, int]] = field(default_factory=dict)
     payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     store_errors: int = 0
+    #: ``(tier, key)`` looked up and not in the store (no error: the store said so).
+    absent: tuple[tuple[str, str], ...] = ()
+    #: Kinds of store call (``read``, ``write``) that failed, with the first message.
+    store_failed: dict[str, str] = field(default_factory=dict)
+    #: Kinds of store call that worked at least once.
+    store_ok: set[str] = field(default_factory=set)
+
+    def failed(self, op: str, exc: StoreError) -> None:
+        self.store_errors += 1
+        self.store_failed.setdefault(op, str(exc))
 
 
 def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[Sample, WorkReport]:
     """Serve one sample: deepest present tier, remaining stages, requested writes.
 
     A store failure or a corrupt entry is a miss, never an error: the sample is then
-    computed from its source, so a cache fault cannot change what training sees.
+    computed from its source, so a cache fault cannot change what training sees. A tier
+    found corrupt (checksum, truncation) is written again once computed, as is a tier in
+    ``order.write`` that the lookup did not find intact (the owner lists the tier it
+    holds there): the next epoch hits again.
     """
     report = WorkReport(
         index=order.index, keys=order.lookup, timings=[0.0] * (len(pipeline.stages) + 1)
@@ -73,13 +86,18 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     t0 = time.perf_counter()
     missed: list[str] = []
     corrupt: list[tuple[str, str]] = []
+    absent: list[tuple[str, str]] = []
     if store is not None:
         for tier, key in order.lookup:
             try:
                 buf = store.get(key)
-            except StoreError:
-                report.store_errors += 1
+            except StoreError as exc:
+                report.failed("read", exc)
                 buf = None
+            else:
+                report.store_ok.add("read")
+                if buf is None:
+                    absent.append((tier, key))
             if buf is not None:
                 try:
                     sample = codec.decode(buf)
@@ -94,11 +112,12 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     report.lookup_seconds = time.perf_counter() - t0
     report.missed = tuple(missed)
     report.corrupt = tuple(corrupt)
+    report.absent = tuple(absent)
 
     captured: dict[int, Sample] = {}
     wanted = {
         pipeline.tier_end(tier): (tier, key)
-        for tier, key in order.write
+        for tier, key in (*order.write, *corrupt)
         if pipeline.tier_end(tier) > report.start
     }
     outputs = {end: (lambda s, end=end: captured.__setitem__(end, s)) for end in wanted}
@@ -116,8 +135,10 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
         if store is not None and store.shared:
             try:
                 report.written[tier] = (key, store.put(key, data))
-            except StoreError:
-                report.store_errors += 1
+            except StoreError as exc:
+                report.failed("write", exc)
+            else:
+                report.store_ok.add("write")
         else:
             report.payloads[tier] = (key, data)
     if not order.prefix_only and pipeline.prefix_len < len(pipeline.stages):
@@ -143,6 +164,7 @@ class WorkDataset:
         self._handle = store.handle() if store is not None and store.shared else None
         self._store: Store | None = None
         self._local = store if store is not None and not store.shared else None
+        self._epoch: int | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -150,16 +172,19 @@ class WorkDataset:
         state["_local"] = None
         return state
 
-    def _open(self) -> Store | None:
+    def _open(self, epoch: int) -> Store | None:
         if self._store is None and self._handle is not None:
             self._store = self._handle.open()
+        elif self._store is not None and epoch != self._epoch:
+            self._store.recover()  # a store that was down is tried again each epoch
+        self._epoch = epoch
         return self._store
 
     def __getitem__(self, order: WorkOrder) -> tuple[Sample, Any]:
-        return _to_shared(*execute(self.pipeline, self._open(), order))
+        return _to_shared(*execute(self.pipeline, self._open(order.epoch), order))
 
     def __getitems__(self, orders: list[WorkOrder]) -> list[tuple[Sample, Any]]:
-        store = self._open()
+        store = self._open(orders[0].epoch if orders else 0)
         return [_to_shared(*execute(self.pipeline, store, o)) for o in orders]
 
     def __len__(self) -> int:

@@ -33,15 +33,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(workdir) -> tuple[subprocess.Popen, int]:
+def start_redis(
+    workdir, *, port: int | None = None, args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, int]:
     """Start a real redis-server on a free loopback port; returns it once it listens.
+
+    Args:
+        workdir: its working directory (where a dump or append-only file goes).
+        port: listen here (to restart a server on the port its clients know).
+        args: more options, overriding the defaults (no persistence), e.g.
+            ``("--appendonly", "yes")`` or ``("--requirepass", "pw")``.
 
     Skips the calling test (with the reason) only when the binary is absent.
     """
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server not installed (make system-deps or apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             exe,
@@ -55,6 +63,7 @@ def start_redis(workdir) -> tuple[subprocess.Popen, int]:
             "127.0.0.1",
             "--dir",
             str(workdir),
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

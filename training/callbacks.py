@@ -100,6 +100,7 @@ def _cache_record(before: CacheStats | None, now: CacheStats) -> dict[str, Any]:
         "bytes": now.bytes,
         "budget_bytes": now.budget_bytes,
         "evictions": now.evictions - b.evictions,
+        "store_errors": now.store_errors - b.store_errors,
         "by_tier": by_tier,
     }
 

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adaptive_cache.redact import mask_text
 from training.config import Config, load_config
 
 log = logging.getLogger("adaptive_cache.cli")
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ValueError as exc:
         # Configuration and input errors: one clear message, no traceback.
-        print(f"adaptive-cache {args.command}: error: {exc}", file=sys.stderr)
+        print(f"adaptive-cache {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adaptive_cache.config import CacheConfig
+from adaptive_cache.redact import is_secret_key, mask_text, redact
 from monitoring.config import MonitoringConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -151,7 +152,8 @@ class Config(_Strict):
             raise ValueError(_format_errors(exc, prefix=f"data.{split}.cache")) from None
 
     def resolved(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The configuration as plain data, secrets masked: what is printed and saved."""
+        return redact(self.model_dump(mode="json"))
 
 
 def _format_errors(exc: ValidationError, prefix: str = "") -> str:
@@ -164,8 +166,10 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         if err["type"] != "extra_forbidden" and "got " not in msg:
-            msg = f"{msg} (got {err.get('input')!r})"
-        lines.append(f"{path}: {msg}")
+            value = err.get("input")
+            shown = "***" if is_secret_key(path) and value is not None else redact(value)
+            msg = f"{msg} (got {shown!r})"
+        lines.append(f"{path}: {mask_text(msg)}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -197,16 +201,18 @@ def load_config(
         try:
             layers.append(OmegaConf.load(path))
         except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read config file {path}: {exc}") from None
+            raise ValueError(f"cannot read config file {path}: {mask_text(str(exc))}") from None
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r}: expected key=value, such as trainer.max_epochs=3")
+            raise ValueError(
+                f"override {mask_text(item)!r}: expected key=value, such as trainer.max_epochs=3"
+            )
     try:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ValueError(f"invalid override: {exc}") from None
+        raise ValueError(f"invalid override: {mask_text(str(exc))}") from None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

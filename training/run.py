@@ -3,16 +3,23 @@
 Generates the synthetic receipts when the default data set is missing, then trains
 and validates with caching and metrics on, saves checkpoints, prints a table of
 epochs and writes ``summary.json`` in the run directory.
+
+A run's outputs are private: while it trains the process umask is ``077``, so the run
+directory, checkpoints and logs are ``0700``/``0600`` (they hold the configuration and
+a model of data others may not be allowed to read); secrets in the configuration are
+masked in ``summary.json`` (see :mod:`adaptive_cache.redact`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +163,27 @@ def _alert_listener(split: str):
     return listen
 
 
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories created meanwhile are ``0600``/``0700`` (umask ``077``)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def train(config: Config) -> Path:
     """Train and validate; returns the path of ``summary.json``."""
-    rid = run_id()
-    pl.seed_everything(config.seed, workers=True, verbose=False)
     if is_rank_zero():
         ensure_data(config)
+    with private_files():
+        return _train(config)
+
+
+def _train(config: Config) -> Path:
+    rid = run_id()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     run_dir = Path(config.output_dir) / f"{config.run_name}-{rid}"
     run_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config)
@@ -248,11 +270,12 @@ def _merge_cache(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "bytes": 0,
         "budget_bytes": 0,
         "evictions": 0,
+        "store_errors": 0,
         "by_tier": {},
     }
     for rec in records.values():
-        for k in ("hits", "misses", "bytes", "budget_bytes", "evictions"):
-            out[k] += rec[k]
+        for k in ("hits", "misses", "bytes", "budget_bytes", "evictions", "store_errors"):
+            out[k] += rec.get(k, 0)
         for tier, t in rec["by_tier"].items():
             dst = out["by_tier"].setdefault(tier, {"hits": 0, "misses": 0, "bytes": 0, "items": 0})
             for k in dst:
@@ -290,6 +313,7 @@ def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> 
         device = f"{device} ({torch.cuda.get_device_name()})"
     return {
         "epochs": epochs,
+        "store_errors": sum(e["cache"]["store_errors"] for e in epochs),
         "peak_memory_bytes": peak.peak,
         "peak_memory_source": peak.source,  # "cgroup" | "pss" | "rss": see training/peak.py
         "device": device,

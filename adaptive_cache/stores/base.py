@@ -110,6 +110,17 @@ class Store(ABC):
     def clear(self) -> None:
         """Remove every entry."""
 
+    def space_bytes(self) -> int | None:
+        """Bytes the store can still take (its file system's free space less a reserve).
+
+        ``None`` when the store has no limit of its own to report (memory stores are
+        bounded by the memory budget; a Redis server by its own ``maxmemory``).
+        """
+        return None
+
+    def recover(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Try the backing service again at the next call (after an outage); no-op here."""
+
     @abstractmethod
     def close(self) -> None:
         """Release resources; a node-shared store is removed by its owner."""

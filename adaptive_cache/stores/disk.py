@@ -32,8 +32,8 @@ class DiskStore(DirectoryStore):
     """Persistent store in a local (or shared) file system directory.
 
     Args:
-        directory: where entries live; created if missing. Temporary files of dead
-            writers found there are removed.
+        directory: where entries live; created if missing (``0700``; an existing one
+            is made ``0700``). Temporary files of dead writers found there are removed.
 
     Raises:
         StoreError: the directory cannot be created.
@@ -45,10 +45,7 @@ class DiskStore(DirectoryStore):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         super().__init__(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._fail("create", self.directory, exc) from exc
+        self._make_private()
         self.sweep()
 
     @classmethod

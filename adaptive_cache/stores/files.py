@@ -15,11 +15,17 @@ the batch rows 290 us. A mapping is checked against the file's inode, mtime and 
 on every view, so an entry rewritten or deleted by another process is never served.
 Writers never modify a published file (they rename a new one over it), so a mapping
 never sees a truncated file.
+
+Entries may hold anything a dataset reads (private documents, medical images): the
+store's directory is ``0700`` and entry files ``0600``, whatever the umask.
+:meth:`DirectoryStore.space_bytes` tells the engine how much more the file system can
+take, so a disk cache stops growing before the disk is full (see ``FREE_RESERVE``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import re
@@ -39,6 +45,11 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 # Populate the page tables at map time: one call instead of a fault per 4 KiB page.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+#: Share of the file system a store leaves free for everyone else (like ext4's 5% for
+#: root, but for every user): the cache grows only into free space beyond this.
+FREE_RESERVE = 0.10
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 # Stores that keep mappings: a forked child (a DataLoader worker) inherits every mapping
@@ -113,7 +124,31 @@ class DirectoryStore(Store):
         return -(-nbytes // self.page_size) * self.page_size
 
     def _fail(self, action: str, path: Path | str, exc: OSError) -> StoreError:
-        return StoreError(f"{self.name} store: cannot {action} {path}: {exc.strerror or exc}")
+        code = errno.errorcode.get(exc.errno or 0)
+        reason = f"{exc.strerror} ({code})" if exc.strerror and code else str(exc)
+        return StoreError(f"{self.name} store: cannot {action} {path}: {reason}")
+
+    def _make_private(self) -> None:
+        """Create the directory (``0700``), or make an existing one ``0700``."""
+        try:
+            self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if self.directory.stat().st_mode & 0o777 != DIR_MODE:
+                os.chmod(self.directory, DIR_MODE)
+        except OSError as exc:
+            raise self._fail("create", self.directory, exc) from exc
+
+    def space_bytes(self) -> int | None:
+        """Free space of the file system beyond ``FREE_RESERVE`` of its size (0 if none).
+
+        ``None`` if the file system cannot be asked (the directory is gone).
+        """
+        try:
+            st = os.statvfs(self._dir)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        reserve = int(FREE_RESERVE * st.f_blocks * st.f_frsize)
+        return max(0, free - reserve)
 
     def get(self, key: str) -> bytes | None:
         path = self.directory / check_key(key)
@@ -201,7 +236,7 @@ class DirectoryStore(Store):
         tmp = self.directory / f".{key}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         view = memoryview(data).cast("B")
         try:
-            fd = os.open(tmp, _CREATE_FLAGS, 0o600)
+            fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE)
             try:
                 written = 0
                 while written < view.nbytes:

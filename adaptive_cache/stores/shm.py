@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from adaptive_cache.stores.files import DirectoryStore, pid_alive
+from adaptive_cache.stores.files import FILE_MODE, DirectoryStore, pid_alive
 from adaptive_cache.stores.keys import check_namespace
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,12 @@ class ShmStore(DirectoryStore):
                 if self.directory.exists():
                     log.debug("shm store: joining %s (owner alive)", self.directory)
                     return
-                self.directory.mkdir(mode=0o700)
-                (self.directory / OWNER_FILE).write_text(_identity(os.getpid()))
+                self._make_private()
+                fd = os.open(
+                    self.directory / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE
+                )
+                with os.fdopen(fd, "w") as f:
+                    f.write(_identity(os.getpid()))
         except OSError as exc:
             raise self._fail("create", self.directory, exc) from exc
         self._owner_pid = os.getpid()

@@ -64,8 +64,33 @@ def test_garbage_is_a_codec_error(buf):
 
 def test_truncated_buffer_is_a_codec_error():
     data = codec.encode({"x": np.ones((64, 64), np.float32)})
-    with pytest.raises(codec.CodecError, match="past the end"):
+    with pytest.raises(codec.ChecksumError):
         codec.decode(data[:-10])
+
+
+@pytest.mark.parametrize("where", ["header", "array", "last"])
+def test_any_flipped_byte_after_the_prefix_fails_the_checksum(where):
+    data = codec.encode({"x": np.ones((64, 64), np.float32), "name": "a.jpg"})
+    pos = {"header": 20, "array": len(data) // 2, "last": len(data) - 1}[where]
+    data[pos] ^= 0x01
+    with pytest.raises(codec.ChecksumError, match="checksum"):
+        codec.decode(data)
+
+
+def _sealed(header: bytes, body: bytes = b"") -> bytes:
+    """A buffer with a valid prefix and checksum around a hand-made header."""
+    import struct
+
+    rest = header + body
+    return struct.pack("<4sIQ", codec.MAGIC, len(header), codec.checksum(rest)) + rest
+
+
+def test_a_sealed_buffer_that_runs_past_its_end_is_a_codec_error():
+    import json
+
+    header = json.dumps({"f": [["x", "<f4", [1000], 0]], "m": {}}).encode()
+    with pytest.raises(codec.CodecError, match="past the end"):
+        codec.decode(_sealed(header, bytes(128)))
 
 
 def test_object_arrays_and_unserialisable_meta_are_refused():
@@ -95,9 +120,8 @@ def test_encoded_size_estimate_bounds_the_real_size():
 )
 def test_hostile_header_fields_are_codec_errors(field):
     import json
-    import struct
 
     header = json.dumps({"f": [field], "m": {}}).encode()
-    buf = struct.pack("<4sI", b"ACS1", len(header)) + header + bytes(128)
-    with pytest.raises(codec.CodecError):
-        codec.decode(buf)
+    with pytest.raises(codec.CodecError) as info:
+        codec.decode(_sealed(header, bytes(128)))
+    assert not isinstance(info.value, codec.ChecksumError)

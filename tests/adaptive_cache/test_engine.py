@@ -215,6 +215,24 @@ def test_shm_hits_are_served_in_place_read_only_and_corruption_is_a_miss(tmp_pat
         assert st.tiers["small"].hits == 3
 
 
+@pytest.mark.parametrize("store", ["shm", "disk"])
+def test_entry_gone_from_the_store_is_written_again_by_the_miss_that_finds_it(tmp_path, store):
+    write_images(tmp_path / "img", 3)
+    want = image_pipeline(tmp_path / "img", random=False).run(0)
+    kw = {"disk_dir": str(tmp_path / "disk")} if store == "disk" else {}
+    with _cache(tmp_path / "img", store=store, max_bytes="1GiB", random=False, **kw) as cache:
+        for i in range(3):
+            cache.get(i)
+        key = cache.final_hit_key(0)
+        os.unlink(cache.store.directory / key)  # removed behind the cache's back
+        np.testing.assert_array_equal(cache.get(0)["image"], want["image"])
+        assert (cache.store.directory / key).is_file(), "written again by that miss"
+        hits = cache.stats().tiers["small"].hits
+        np.testing.assert_array_equal(cache.get(0)["image"], want["image"])
+        st = cache.stats()
+        assert st.tiers["small"].hits == hits + 1 and st.tiers["small"].items == 3
+
+
 def test_off_policy_caches_nothing(tmp_path):
     write_images(tmp_path / "img", 3)
     with _cache(tmp_path / "img", policy="off") as cache:

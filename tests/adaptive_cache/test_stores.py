@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptive_cache.config import CacheConfig
+from adaptive_cache.redact import masked_url
 from adaptive_cache.stores import (
     DiskStore,
     LocalStore,
@@ -30,7 +31,6 @@ from adaptive_cache.stores import (
     StoreError,
     open_store,
 )
-from adaptive_cache.stores.redis import safe_url
 from adaptive_cache.stores.shm import OWNER_FILE, PREFIX
 from tests.conftest import free_port, start_redis
 
@@ -569,7 +569,46 @@ def test_redis_server_gone_mid_use_is_a_store_error(tmp_path):
     store.close()
 
 
-def test_safe_url_masks_only_the_password():
-    assert safe_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
-    assert safe_url("rediss://:pw@h/1") == "rediss://:***@h/1"
-    assert safe_url("redis://h:6379/0") == "redis://h:6379/0"
+def test_masked_url_masks_only_the_password():
+    assert masked_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
+    assert masked_url("rediss://:pw@h/1") == "rediss://:***@h/1"
+    assert masked_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_redis_down_fails_fast_within_the_back_off_and_recover_retries(tmp_path):
+    proc, port = start_redis(tmp_path)
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", "ns", timeout_s=0.5)
+    handle = store.handle()
+    proc.kill()
+    proc.wait(10)
+    with pytest.raises(StoreError, match=r"Connection refused|Error 111"):
+        store.get("aa")
+    with pytest.raises(StoreError, match="unreachable"):  # no network call: back-off
+        store.get("aa")
+    worker = handle.open()  # a worker opening the store while it is down does not fail
+    with pytest.raises(StoreError):
+        worker.put("aa", b"x")
+    proc, _ = start_redis(tmp_path, port=port)  # the same server comes back
+    try:
+        store.recover()
+        store.put("aa", b"x")
+        assert store.get("aa") == b"x"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        store.close()
+        worker.close()
+
+
+def test_directory_stores_report_the_file_systems_free_space(tmp_path, shm_dir):
+    disk = DiskStore(tmp_path / "disk")
+    shm = ShmStore(str(shm_dir), _namespace())
+    try:
+        for store in (disk, shm):
+            st = os.statvfs(store.directory)
+            free = st.f_bavail * st.f_frsize
+            reserve = 0.10 * st.f_blocks * st.f_frsize
+            assert store.space_bytes() == pytest.approx(max(0, free - reserve), abs=1 * MiB)
+        assert LocalStore().space_bytes() is None
+    finally:
+        shm.close()
