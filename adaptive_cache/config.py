@@ -10,9 +10,16 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from adaptive_cache.redact import masked_url
 
 _UNITS = {
     "": 1,
@@ -108,6 +115,20 @@ class Watermarks(_Strict):
         return self
 
 
+def _check_store_setting(store: str | None, key: str | None, value: str | None) -> None:
+    if key == "disk_dir" and store == "disk" and not value:
+        raise ValueError("store 'disk' needs disk_dir (a directory for the persistent cache)")
+    if key == "redis_url" and store == "redis":
+        if not value:
+            raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            # Only the scheme: the rest of a URL may hold a password.
+            raise ValueError(
+                "redis_url must start with redis://, rediss:// or unix://, "
+                f"got one starting {value.partition(':')[0]!r}"
+            )
+
+
 class CacheConfig(_Strict):
     """Settings of one :class:`~adaptive_cache.engine.AdaptiveCache`.
 
@@ -138,23 +159,22 @@ class CacheConfig(_Strict):
     replace_margin: float = Field(1.25, ge=1.0)
     probe_interval_s: float = Field(0.25, ge=0.0)
     shm_dir: str = "/dev/shm"
-    disk_dir: str | None = None
+    disk_dir: str | None = Field(None, validate_default=True)
     # The password may stay out of the URL (and of every file): ADAPTIVE_CACHE_REDIS_PASSWORD.
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, validate_default=True)
     redis_timeout_s: float = Field(2.0, gt=0.0)
 
+    @field_validator("disk_dir", "redis_url")
+    @classmethod
+    def _store_needs(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field validator (run on the default too), so that the error names the key.
+        _check_store_setting(info.data.get("store"), info.field_name, value)
+        return value
+
     @model_validator(mode="after")
-    def _store_needs(self) -> CacheConfig:
-        if self.store == "disk" and not self.disk_dir:
-            raise ValueError("store 'disk' needs disk_dir (a directory for the persistent cache)")
-        if self.store == "redis":
-            if not self.redis_url:
-                raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
-            if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(
-                    "redis_url must start with redis://, rediss:// or unix://, "
-                    f"got {masked_url(self.redis_url)!r}"
-                )
+    def _store_needs_on_assignment(self) -> CacheConfig:
+        _check_store_setting(self.store, "disk_dir", self.disk_dir)
+        _check_store_setting(self.store, "redis_url", self.redis_url)
         return self
 
     def tier_mode(self, tier: str) -> TierMode:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +36,38 @@ from adaptive_cache.pipeline import Sample
 from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A DataLoader worker process of a :class:`CacheLoader`, for error messages.
+
+    Attributes:
+        cache: the cache's name (the split).
+        worker: the worker's id (0 .. num_workers - 1).
+        pid: its process id.
+        exitcode: ``None`` while it runs, ``-N`` if killed by signal N.
+    """
+
+    cache: str
+    worker: int
+    pid: int
+    exitcode: int | None
+
+
+# Loaders that have started workers, so that a worker's death reported by torch (by pid
+# only) can be named: which cache, which worker. Lightning may re-create a loader (DDP
+# samplers); every instance registers itself.
+_LOADERS: weakref.WeakSet[CacheLoader] = weakref.WeakSet()
+
+
+def find_worker(pid: int) -> WorkerRecord | None:
+    """The worker process ``pid`` of any live :class:`CacheLoader`, or None."""
+    for loader in list(_LOADERS):
+        for worker, proc in enumerate(loader._worker_procs):
+            if proc.pid == pid:
+                return WorkerRecord(loader.dataset.cache.name, worker, pid, proc.exitcode)
+    return None
 
 
 class CacheDataset(Dataset):
@@ -168,6 +202,7 @@ class CacheLoader(DataLoader):
         super().__init__(dataset, *args, **kwargs)
         self._inner: DataLoader | None = None
         self._work_sampler = _WorkSampler()
+        self._worker_procs: list[Any] = []  # the processes of the last workers started
         #: Where the samples of the last epoch were served: main process or workers.
         self.last_epoch: dict[str, int] = {"main_samples": 0, "worker_samples": 0}
         store = dataset.cache.store
@@ -228,6 +263,7 @@ class CacheLoader(DataLoader):
                     if inner_iter is None:
                         self._work_sampler.planner = planner
                         inner_iter = iter(self._inner_loader())
+                        self._record_workers(inner_iter)
                     computed = next(inner_iter)
                     counts["worker_samples"] += len(computed)
             planner.pop(k)
@@ -246,6 +282,13 @@ class CacheLoader(DataLoader):
                 batch = torch.utils.data._utils.pin_memory.pin_memory(batch)
             yield batch
         self._work_sampler.planner = None
+
+    def _record_workers(self, inner_iter: Any) -> None:
+        # torch keeps the worker processes, in worker-id order, in ``_workers``.
+        procs = list(getattr(inner_iter, "_workers", ()))
+        if procs:
+            self._worker_procs = procs
+            _LOADERS.add(self)
 
 
 def preload(

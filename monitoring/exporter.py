@@ -9,12 +9,20 @@ not used.
 
 Everything readable at scrape time (cache statistics, memory) is read by collectors
 when Prometheus scrapes; only training progress is pushed, through :attr:`training`.
+
+``/metrics`` has no authentication: binding anything but loopback logs a warning. The
+listening socket is close-on-exec, and a forked child (a DataLoader worker) closes its
+copy at once, so no worker keeps the port bound after the trainer exits.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import os
 import threading
+import weakref
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -29,6 +37,34 @@ from monitoring.memory_collector import MemoryCollector, MemoryReader
 from monitoring.training_metrics import TrainingMetrics
 
 logger = logging.getLogger(__name__)
+
+# Exporters serving in this process; a forked child closes their listening sockets.
+_SERVING: weakref.WeakSet[Exporter] = weakref.WeakSet()
+
+
+def _close_inherited_sockets() -> None:
+    # In a forked child only: close this process's copy of each listening socket (the
+    # parent's stays open and keeps serving) and forget the server, whose thread did
+    # not survive the fork. No lock: another thread may have held it at fork time.
+    for exporter in list(_SERVING):
+        server = exporter._server
+        exporter._server = exporter._thread = None
+        if server is not None:
+            server.socket.close()
+    _SERVING.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_sockets)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it resolves to an outside address
 
 
 class Exporter:
@@ -113,6 +149,13 @@ class Exporter:
         cfg = self.config
         if not cfg.enabled:
             raise RuntimeError("monitoring.enabled is false: the exporter must not be started")
+        if not _is_loopback(cfg.host):
+            logger.warning(
+                "monitoring.host=%s: /metrics is served to the network without "
+                "authentication or TLS; bind 127.0.0.1 (the default) and let Prometheus "
+                "reach it through an authenticating proxy or a tunnel",
+                cfg.host,
+            )
         with self._lock:
             if self._server is not None:
                 raise RuntimeError(f"exporter already serving on {self.address}")
@@ -121,11 +164,9 @@ class Exporter:
                     cfg.port, addr=cfg.host, registry=self.registry
                 )
             except OSError as e:
-                raise OSError(
-                    e.errno,
-                    f"monitoring: cannot serve /metrics on {cfg.host}:{cfg.port} ({e.strerror}); "
-                    "set monitoring.port to a free port (0 picks one) or monitoring.enabled=false",
-                ) from e
+                raise OSError(e.errno, _bind_failure(cfg, e)) from e
+            self._server.socket.set_inheritable(False)  # also for spawned processes
+            _SERVING.add(self)
         address = self.address
         assert address is not None
         logger.info("serving metrics on http://%s:%d/metrics", *address)
@@ -136,6 +177,7 @@ class Exporter:
         with self._lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
+            _SERVING.discard(self)
         if server is None:
             return
         server.shutdown()
@@ -149,3 +191,18 @@ class Exporter:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _bind_failure(cfg: MonitoringConfig, exc: OSError) -> str:
+    """One line saying why ``/metrics`` cannot be served and what to set instead."""
+    where = f"monitoring.port={cfg.port}: cannot serve /metrics on {cfg.host}:{cfg.port}"
+    if cfg.port and exc.errno == errno.EADDRINUSE:
+        return (
+            f"{where}: the port is in use (another run on this node?); to run a second "
+            "job set monitoring.port=0 (picks a free port and logs its address) "
+            "or monitoring.enabled=false"
+        )
+    return (
+        f"{where} ({exc.strerror or exc}); set monitoring.host and monitoring.port "
+        "(0 picks a free port) or monitoring.enabled=false"
+    )

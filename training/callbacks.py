@@ -4,7 +4,8 @@
 waited for their batch (the time between the end of one step and the start of the
 next is spent in the data loader). ``CacheStatsCallback`` logs the caches' summary
 lines, puts the hit rate in the progress bar and keeps per-epoch records for
-``summary.json``. ``MetricsCallback`` feeds the Prometheus exporter.
+``summary.json``. ``SkippedSamples`` counts samples skipped as bad, per epoch and
+split, over every worker and rank. ``MetricsCallback`` feeds the Prometheus exporter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.stats import CacheStats
@@ -159,6 +161,66 @@ class CacheStatsCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._end(trainer, "val")
+
+
+class SkippedSamples(pl.Callback):
+    """Samples skipped as bad (``data.on_bad_sample=skip``), per epoch and split.
+
+    A bad file is replaced by the next good one wherever the sample is computed (a
+    DataLoader worker, the main process, or earlier, for a cached entry); the
+    replacement carries ``replaced_from`` into the batch's ``meta``. Counting there,
+    in the process consuming batches, sums every worker; the per-epoch total is then
+    summed over the ranks. Samples left out before the run (a bad annotation, a
+    missing image) are added once per epoch: they are skipped in every epoch too.
+
+    Args:
+        left_out: split -> samples left out when the data set was read.
+
+    Attributes:
+        records: epoch -> split -> samples skipped.
+    """
+
+    def __init__(self, left_out: dict[str, int] | None = None) -> None:
+        self.left_out = dict(left_out or {})
+        self.records: dict[int, dict[str, int]] = {}
+        self._counts = {"train": 0, "val": 0}
+
+    @staticmethod
+    def replaced(batch: Any) -> int:
+        """Samples of a collated batch that replace a bad one."""
+        meta = batch.get("meta", ()) if isinstance(batch, dict) else ()
+        return sum(1 for m in meta if "replaced_from" in m)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._counts["train"] = 0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._counts["val"] = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._counts["train"] += self.replaced(batch)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._counts["val"] += self.replaced(batch)
+
+    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        # A collective under DDP: every rank reaches its epoch end.
+        count = torch.tensor(self._counts[split], device=pl_module.device)
+        total = trainer.strategy.reduce(count, reduce_op="sum")
+        n = int(total) + self.left_out.get(split, 0)
+        self.records.setdefault(trainer.current_epoch, {})[split] = n
+        if n and trainer.is_global_zero:
+            log.warning("epoch %d %s: %d samples skipped as bad", trainer.current_epoch, split, n)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._end(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._end(trainer, pl_module, "val")
 
 
 class MetricsCallback(pl.Callback):

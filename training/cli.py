@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,24 +52,29 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:
-    from training.data.synthetic import generate
+    from training.data.synthetic import existing_dataset, generate
 
+    found = existing_dataset(Path(args.out))
+    if found and not args.force:
+        raise ValueError(
+            f"--out {args.out} already holds a data set ({', '.join(found)}); "
+            "pass --force to replace it, or --out DIR for a new one"
+        )
     report = generate(Path(args.out), n_train=args.n_train, n_val=args.n_val, seed=args.seed)
     print(json.dumps(report, indent=2))
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)  # before importing Lightning: a bad key fails at once
     from training.run import train
 
-    summary_path = train(_config(args))
+    summary_path = train(config)
     print(f"summary: {summary_path}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from training.predict import predict
-
     ckpt = None
     rest = []
     for item in args.overrides:
@@ -79,7 +85,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not ckpt:
         raise ValueError("predict needs ckpt=PATH (a checkpoint written by `adaptive-cache train`)")
     args.overrides = rest
-    out = predict(_config(args), Path(ckpt), split=args.split, out_dir=args.out)
+    config = _config(args)
+    from training.predict import predict
+
+    out = predict(config, Path(ckpt), split=args.split, out_dir=args.out)
     print(f"predictions: {out}")
     return 0
 
@@ -95,6 +104,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptive-cache", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (with workers')"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train and validate (the main job behind `make run`)")
@@ -119,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=96)
     p.add_argument("--n-val", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force", action="store_true", help="replace a data set already in --out (refused without)"
+    )
     p.set_defaults(func=_cmd_make_data)
 
     p = sub.add_parser("show-config", help="print the resolved, validated configuration")
@@ -135,10 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except ValueError as exc:
-        # Configuration and input errors: one clear message, no traceback.
-        print(f"adaptive-cache {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # re-raised below unless it is a user's error
+        from training.errors import describe
+
+        known = describe(exc)
+        if known is None:
+            raise  # a bug: keep its traceback
+        message, code = known
+        # The whole story (with a DataLoader worker's traceback) for --debug and -v.
+        if args.debug:
+            traceback.print_exc()
+        else:
+            log.debug("%s", message, exc_info=exc)
+        print(f"adaptive-cache {args.command}: error: {mask_text(message)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

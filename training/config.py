@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adaptive_cache.config import CacheConfig
 from adaptive_cache.redact import is_secret_key, mask_text, redact
 from monitoring.config import MonitoringConfig
+from training.data.images import MAX_PIXELS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -69,6 +70,8 @@ class DataConfig(_Strict):
     image_size: int = Field(640, ge=32)
     annotation_frame: Literal["displayed", "stored"] = "displayed"
     on_bad_sample: Literal["raise", "skip"] = "raise"
+    # A decompression-bomb guard: an image header declaring more pixels is a bad sample.
+    max_pixels: int | None = Field(MAX_PIXELS, ge=1)
     decoder: Literal["auto", "opencv", "simplejpeg"] = "auto"
     dct_scaling: bool = True
     shrink_ratio: float = Field(0.4, gt=0.0, lt=1.0)
@@ -157,19 +160,30 @@ class Config(_Strict):
 
 
 def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    """One line per error, ``key.path: what is wrong (got value)``; one error, one line.
+
+    The offending value is echoed only when it is a plain value: a whole section (a
+    dict or list) is never printed, and a validator's own message says what it needs.
+    """
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
         msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        if err["type"] != "extra_forbidden" and "got " not in msg:
-            value = err.get("input")
+        elif (
+            "got " not in msg
+            and not isinstance(value, dict | list | BaseModel)
+            and not (value is None and err["type"] == "value_error")
+        ):
             shown = "***" if is_secret_key(path) and value is not None else redact(value)
             msg = f"{msg} (got {shown!r})"
         lines.append(f"{path}: {mask_text(msg)}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +56,47 @@ def write_csv(predictions: list[dict[str, Any]], path: Path) -> None:
             w.writerow([p["file"], "|".join(polys)])
 
 
+# What reading a damaged or foreign checkpoint raises (torch, zip reader, Lightning).
+_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, TypeError,
+                AttributeError, ValueError, zipfile.BadZipFile)  # fmt: skip
+
+
+def load_module(ckpt: Path) -> DBNetModule:
+    """The model saved in ``ckpt``, loaded with torch's safe (weights-only) unpickler.
+
+    Raises:
+        ValueError: ``ckpt`` is not a readable checkpoint of ``adaptive-cache train``
+            (truncated, corrupt, or another program's file); one line naming it.
+    """
+    try:
+        return DBNetModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    except _LOAD_ERRORS as exc:
+        raise ValueError(f"ckpt={ckpt}: {_unreadable_reason(exc)}") from None
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """A short reason; torch's own text is not passed on, as it suggests loading with
+    ``weights_only`` off, which would run code from the file."""
+    text = str(exc)
+    if isinstance(exc, PermissionError | IsADirectoryError):
+        return f"unreadable checkpoint: cannot read the file ({exc.strerror})"
+    if "zip archive" in text or isinstance(exc, zipfile.BadZipFile | EOFError | OSError):
+        # OSError: torch's reader seeking through a damaged archive (EINVAL).
+        what = "truncated or not a checkpoint (its archive cannot be read)"
+    elif isinstance(exc, pickle.UnpicklingError) or "weights" in text.lower():
+        what = "corrupt, or holds objects other than tensors and plain values"
+    else:
+        what = f"not a checkpoint of `adaptive-cache train` ({type(exc).__name__})"
+    return f"unreadable checkpoint: {what}; use a .ckpt written by `adaptive-cache train`"
+
+
 def predict(config: Config, ckpt: Path, *, split: str = "val", out_dir: str | None = None) -> Path:
     """Run the model of ``ckpt`` over ``split``; returns the output directory."""
     if not ckpt.is_file():
         raise ValueError(f"ckpt={ckpt}: no such checkpoint file")
+    module = load_module(ckpt)
     out = Path(out_dir) if out_dir else ckpt.parent.parent / f"predictions-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    module = DBNetModule.load_from_checkpoint(str(ckpt), map_location="cpu")
     dm = OcrDataModule(config)
     try:
         loader = dm.loader(split, shuffle=False)

@@ -27,7 +27,13 @@ import pytorch_lightning as pl
 import torch
 
 from adaptive_cache.config import format_size
-from training.callbacks import CacheStatsCallback, EpochTimer, MetricsCallback, PeakMemory
+from training.callbacks import (
+    CacheStatsCallback,
+    EpochTimer,
+    MetricsCallback,
+    PeakMemory,
+    SkippedSamples,
+)
 from training.config import Config
 from training.datamodule import OcrDataModule, run_id
 from training.module import DBNetModule
@@ -146,10 +152,7 @@ def _start_exporter(config: Config, dm: OcrDataModule) -> Any:
     try:
         host, port = exporter.start()
     except OSError as exc:
-        raise ValueError(
-            f"monitoring.port={config.monitoring.port}: cannot listen on "
-            f"{config.monitoring.host}: {exc} (set monitoring.port=0 for a free port)"
-        ) from None
+        raise ValueError(exc.strerror or str(exc)) from None
     log.info("metrics: http://%s:%d/metrics", host, port)
     return exporter
 
@@ -173,33 +176,78 @@ def private_files() -> Iterator[None]:
         os.umask(old)
 
 
+class _Release:
+    """What a run holds outside its run directory, released however the run ends."""
+
+    def __init__(self) -> None:
+        self.dm: OcrDataModule | None = None
+        self.stats_dir: Path | None = None
+        self.exporter: Any = None
+
+    def __call__(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+        if self.dm is not None:
+            self.dm.close()  # removes the node-shared memory this process owns
+        if self.stats_dir is not None and is_rank_zero():
+            shutil.rmtree(self.stats_dir, ignore_errors=True)
+
+
+def _fit(trainer: pl.Trainer, module: DBNetModule, dm: OcrDataModule) -> None:
+    """``trainer.fit``; a DataLoader worker's death becomes a :class:`WorkerDiedError`."""
+    from training.errors import worker_death
+
+    try:
+        trainer.fit(module, datamodule=dm)
+    except RuntimeError as exc:
+        died = worker_death(exc, epoch=trainer.current_epoch)
+        if died is None:
+            raise
+        raise died from exc
+
+
 def train(config: Config) -> Path:
-    """Train and validate; returns the path of ``summary.json``."""
+    """Train and validate; returns the path of ``summary.json``.
+
+    Whatever ends the run (an error at start, a killed worker, the exporter failing to
+    listen), the node-shared memory and the statistics directory are released. Run
+    outputs are private (``0600``/``0700``).
+    """
     if is_rank_zero():
         ensure_data(config)
-    with private_files():
-        return _train(config)
+    release = _Release()
+    try:
+        with private_files():
+            return _train(config, release)
+    finally:
+        release()
 
 
-def _train(config: Config) -> Path:
+def _train(config: Config, release: _Release) -> Path:
     rid = run_id()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     run_dir = Path(config.output_dir) / f"{config.run_name}-{rid}"
     run_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config)
     stats_dir = Path(tempfile.gettempdir()) / f"adaptive-cache-stats-{rid}"
+    release.stats_dir = stats_dir
     dm = OcrDataModule(config, stats_dir=str(stats_dir), local_world_size=_local_world(config))
+    release.dm = dm
     dm.setup("fit")
     for split, cache in dm.caches.items():
         cache.add_listener(_alert_listener(split))
-    exporter = _start_exporter(config, dm)
+    exporter = release.exporter = _start_exporter(config, dm)
     timer = EpochTimer()
     cache_cb = CacheStatsCallback(dm.caches, every_n_steps=config.cache.log_every_n)
     peak = PeakMemory(dm.caches)
+    skipped = SkippedSamples(
+        {split: len(cache.pipeline.source.skipped) for split, cache in dm.caches.items()}
+    )
     callbacks: list[pl.Callback] = [
         timer,
         cache_cb,
         peak,
+        skipped,
         pl.callbacks.ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="epoch{epoch:02d}-hmean{val/hmean:.3f}",
@@ -244,23 +292,20 @@ def _train(config: Config) -> Path:
             }
 
     trainer.callbacks.append(_Collect())
-    try:
-        trainer.fit(module, datamodule=dm)
-        peak.sample()
-        if not trainer.is_global_zero:
-            return run_dir / "summary.json"
-        summary = _summary(config, precision, trainer, timer, cache_cb, peak, losses, val)
-        summary["checkpoint"] = str(trainer.checkpoint_callback.best_model_path or "")
-        path = run_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2))
-        print(format_table(summary))
-        return path
-    finally:
-        if exporter is not None:
-            exporter.stop()
-        dm.close()
-        if is_rank_zero():
-            shutil.rmtree(stats_dir, ignore_errors=True)
+    _fit(trainer, module, dm)
+    peak.sample()
+    if not trainer.is_global_zero:
+        return run_dir / "summary.json"
+    summary = _summary(config, precision, trainer, timer, cache_cb, peak, losses, val)
+    summary["checkpoint"] = str(trainer.checkpoint_callback.best_model_path or "")
+    for e in summary["epochs"]:
+        e["skipped"] = skipped.records.get(e["epoch"], {})
+    if exporter is not None:
+        summary["metrics_url"] = "http://{}:{}/metrics".format(*exporter.address)
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    print(format_table(summary))
+    return path
 
 
 def _merge_cache(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -326,7 +371,7 @@ def format_table(summary: dict[str, Any]) -> str:
     """The epoch table printed at the end of a run."""
     head = (
         f"{'epoch':>5} {'train s':>8} {'val s':>7} {'wait s':>7} {'hit':>6} "
-        f"{'cache':>10} {'loss':>7} {'hmean':>6}"
+        f"{'cache':>10} {'loss':>7} {'hmean':>6} {'skipped t/v':>11}"
     )
     lines = [head, "-" * len(head)]
     for e in summary["epochs"]:
@@ -335,7 +380,8 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{e['epoch']:>5} {e['train_seconds']:>8.1f} {e['val_seconds']:>7.1f} "
             f"{e['data_wait_seconds']:>7.1f} {100 * e['cache']['hit_ratio']:>5.1f}% "
-            f"{format_size(e['cache']['bytes']):>10} {loss:>7} {hmean:>6}"
+            f"{format_size(e['cache']['bytes']):>10} {loss:>7} {hmean:>6} "
+            f"{_skipped_cell(e.get('skipped', {})):>11}"
         )
     lines.append(
         f"device {summary['device']}, precision {summary['precision']}, "
@@ -343,3 +389,8 @@ def format_table(summary: dict[str, Any]) -> str:
         f"({summary.get('peak_memory_source', 'rss')})"
     )
     return "\n".join(lines)
+
+
+def _skipped_cell(skipped: dict[str, int]) -> str:
+    """``train/val`` samples skipped as bad in one epoch (``-`` for a split not run)."""
+    return "/".join(str(skipped[s]) if s in skipped else "-" for s in ("train", "val"))

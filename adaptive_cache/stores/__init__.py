@@ -53,6 +53,8 @@ _STORES: dict[str, Callable[[CacheConfig, str], Store]] = {
     "redis": _redis,
     "shm": lambda config, namespace: ShmStore(config.shm_dir, namespace),
 }
+# The setting to change when a store cannot be opened.
+_SETTING = {"disk": "disk_dir", "redis": "redis_url", "shm": "shm_dir"}
 
 
 def open_store(config: CacheConfig, *, namespace: str) -> Store:
@@ -66,7 +68,8 @@ def open_store(config: CacheConfig, *, namespace: str) -> Store:
 
     Raises:
         ValueError: unknown store name (lists the known ones) or a bad namespace.
-        StoreError: the store cannot be opened (directory not creatable, Redis down).
+        StoreError: the store cannot be opened (directory not creatable, Redis down);
+            the message starts with the setting to change, such as ``cache.disk_dir:``.
     """
     check_namespace(namespace)
     try:
@@ -75,4 +78,10 @@ def open_store(config: CacheConfig, *, namespace: str) -> Store:
         raise ValueError(
             f"unknown cache store {config.store!r}; known: {', '.join(sorted(_STORES))}"
         ) from None
-    return factory(config, namespace)
+    try:
+        return factory(config, namespace)
+    except StoreError as exc:
+        setting = _SETTING.get(config.store)
+        if setting is None:
+            raise
+        raise StoreError(f"cache.{setting}: {exc}") from exc

@@ -45,5 +45,14 @@ def test_yaml_switches_and_store_requirements():
         CacheConfig(store="redis", redis_url="http://x")
     with pytest.raises(ValidationError, match="low"):
         CacheConfig(watermarks={"low": 0.5, "high": 0.2})
+    # The error is on the missing key itself, so a message can name it.
+    for kwargs, key in (({"store": "disk"}, "disk_dir"), ({"store": "redis"}, "redis_url")):
+        with pytest.raises(ValidationError) as err:
+            CacheConfig(**kwargs)
+        assert [e["loc"] for e in err.value.errors()] == [(key,)]
+    # Also when the store is switched afterwards.
+    cfg = CacheConfig()
+    with pytest.raises(ValidationError, match="redis_url"):
+        cfg.store = "redis"
     with pytest.raises(ValidationError, match="extra"):
         CacheConfig(max_byte="1GiB")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
 import pytest
 
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader, find_worker, preload
 from adaptive_cache.pipeline import FunctionStage, Pipeline
 from tests.adaptive_cache.pipelines import collate, image_pipeline, write_images
 from tests.adaptive_cache.test_engine import StaticProbe, _config
@@ -143,9 +144,15 @@ def test_cache_consistent_after_worker_killed(tmp_path, monkeypatch):
     )
     loader = CacheLoader(CacheDataset(cache), batch_size=2, num_workers=2, collate_fn=collate)
     with cache:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError) as err:
             for _ in loader:
                 pass
+        # torch names the dead worker by pid only; the loader knows which it was.
+        pid = int(re.search(r"pid(?:\(s\))? (\d+)", str(err.value)).group(1))
+        record = find_worker(pid)
+        assert record is not None and (record.cache, record.pid) == ("t", pid)
+        assert record.worker in (0, 1) and record.exitcode == -signal.SIGKILL
+        assert find_worker(os.getpid()) is None
         for _ in loader:  # the next epoch works
             pass
         for _ in loader:

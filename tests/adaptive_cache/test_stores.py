@@ -182,6 +182,23 @@ def test_open_store_registry(tmp_path, shm_dir):
         open_store(CacheConfig(store="local"), namespace="../etc")
 
 
+def test_open_store_failures_name_the_setting(tmp_path):
+    # Each message starts with the key to change, in one line.
+    with pytest.raises(StoreError) as err:
+        open_store(CacheConfig(store="disk", disk_dir="/proc/nope"), namespace="x")
+    assert str(err.value).startswith("cache.disk_dir: disk store: cannot create /proc/nope/")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match=r"^cache\.shm_dir: shm store: cannot create"):
+        open_store(CacheConfig(shm_dir=str(blocker)), namespace="x")
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
+    with pytest.raises(StoreError) as err:
+        open_store(CacheConfig(store="redis", redis_url=url, redis_timeout_s=1), namespace="x")
+    message = str(err.value)
+    assert message.startswith("cache.redis_url: redis store redis://:***@127.0.0.1:")
+    assert "hunter2" not in message and "\n" not in message
+
+
 # ---------------------------------------------------------------- shm
 
 

@@ -148,9 +148,11 @@ def test_start_stop_and_errors() -> None:
     host, port = exporter.start()
     with pytest.raises(RuntimeError, match="already serving"):
         exporter.start()
-    # Another exporter on the same port gets an error naming the setting.
-    with pytest.raises(OSError, match=r"monitoring.port"):
+    # Another exporter on the same port (a second run) is told how to get one of its own.
+    with pytest.raises(OSError) as err:
         Exporter(MonitoringConfig(port=port)).start()
+    assert err.value.strerror.startswith(f"monitoring.port={port}: cannot serve /metrics")
+    assert "monitoring.port=0" in err.value.strerror and "\n" not in err.value.strerror
     exporter.stop()
     assert exporter.address is None
     with pytest.raises(urllib.error.URLError):
@@ -240,3 +242,35 @@ def test_no_growth_after_50_epochs_of_non_persistent_workers(tmp_path: Path) -> 
     assert after["shm"] - before["shm"] == set()
     assert rss_growth < 16 * 2**20, f"RSS grew {rss_growth / 2**20:.1f} MiB over 50 epochs"
     assert cache.current.requests == 53 * 64
+
+
+def test_a_non_loopback_host_warns_that_metrics_are_unauthenticated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for host, warned in (("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True)):
+        caplog.clear()
+        with (
+            caplog.at_level("WARNING", logger="monitoring.exporter"),
+            Exporter(MonitoringConfig(host=host, port=0)),
+        ):
+            pass
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("without authentication" in m for m in messages) == warned, (host, messages)
+
+
+def test_a_forked_child_does_not_keep_the_listening_socket() -> None:
+    with Exporter(MonitoringConfig(port=0)) as exporter:
+        sock = exporter._server.socket
+        ident = os.fstat(sock.fileno()).st_ino
+        assert not sock.get_inheritable()  # spawned processes never get it either
+        pid = os.fork()
+        if pid == 0:  # the child, as a forked DataLoader worker
+            try:
+                still_open = os.fstat(sock.fileno()).st_ino == ident
+            except (OSError, ValueError):
+                still_open = False
+            os._exit(1 if still_open else 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent still serves.
+        assert "adaptive_cache_" in scrape(*exporter.address)

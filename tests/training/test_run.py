@@ -77,6 +77,8 @@ def test_summary_has_the_documented_shape(cached_run):
     assert second["cache"]["by_tier"]["tensor"]["items"] == 12
     assert summary["peak_memory_bytes"] > 0
     assert summary["peak_memory_source"] in ("cgroup", "pss")  # never RSS summed on Linux
+    assert [e["skipped"] for e in summary["epochs"]] == [{"train": 0, "val": 0}] * 2
+    assert summary["metrics_url"].startswith("http://127.0.0.1:")  # monitoring.port=0
 
 
 def test_cached_and_uncached_runs_give_the_same_losses(cached_run, tmp_path):

@@ -20,7 +20,9 @@ worst file 3.0. The tolerance we hold it to is :data:`DCT_TOLERANCE` per image.
 A file that is not an image, is truncated or has corrupt data raises
 :class:`BadSampleError` naming the file. The ``opencv`` decoder catches truncation
 and non-images but, like libjpeg, only warns about corrupt entropy-coded data; the
-``auto`` decoder uses simplejpeg in strict mode for JPEG and reports it.
+``auto`` decoder uses simplejpeg in strict mode for JPEG and reports it. An image
+whose header (JPEG SOF, PNG IHDR) declares more than ``max_pixels`` pixels is a bad
+sample too, refused before any pixel is decoded: a small file can declare gigapixels.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from training.data import orientation as orient
 
 Decoder = Literal["auto", "opencv", "simplejpeg"]
 DCT_TOLERANCE = 5.0
+MAX_PIXELS = 100_000_000
+"""Default limit on the pixels an image header may declare (``data.max_pixels``)."""
 """Largest mean absolute difference (grey levels, 0..255) per image allowed between a
 reduced-size decode + canonical resize and full decode + INTER_AREA resize."""
 
@@ -45,17 +49,37 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
 
 
 class BadSampleError(ValueError):
-    """A sample's file cannot be used (not an image, truncated, corrupt).
+    """A sample's file cannot be used (not an image, truncated, corrupt, too large).
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt by torch from
+    the formatted worker traceback alone (one argument); the path and reason are then
+    recovered from its last line, so the main process sees the same one-line error.
 
     Attributes:
         path: the offending file.
         reason: what is wrong with it.
+        worker_traceback: the worker's formatted traceback when re-raised from a
+            DataLoader worker, else None.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str | None = None) -> None:
+        self.worker_traceback: str | None = None
+        if reason is None:
+            self.worker_traceback = path
+            path, reason = _from_worker_message(path)
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def _from_worker_message(message: str) -> tuple[str, str]:
+    """``(path, reason)`` from torch's "Caught BadSampleError in DataLoader worker ..."."""
+    last = next((ln for ln in reversed(message.splitlines()) if ln.strip()), message)
+    _, sep, text = last.partition(f"{BadSampleError.__name__}: ")
+    if not sep:
+        return "<unknown file>", last.strip()
+    path, sep, reason = text.partition(": ")
+    return (path, reason) if sep else ("<unknown file>", text)
 
 
 @dataclass(frozen=True)
@@ -117,7 +141,10 @@ def choose_reduction(stored_hw: tuple[int, int], target_size: int | None) -> int
 
 def _decode_opencv(data: bytes, k: int, path: str) -> np.ndarray:
     flags = _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:  # its own checks, such as CV_IO_MAX_IMAGE_PIXELS
+        raise BadSampleError(path, f"OpenCV refused the image ({exc.err})") from None
     if bgr is None:
         raise BadSampleError(path, "OpenCV could not decode the image (truncated or corrupt)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -138,6 +165,7 @@ def decode_image(
     path: str,
     target_size: int | None = None,
     decoder: Decoder = "auto",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> DecodedImage:
     """Decode JPEG or PNG bytes to an upright RGB uint8 image.
 
@@ -148,15 +176,19 @@ def decode_image(
             JPEG decoding when the source is at least twice as large. None: full size.
         decoder: ``auto`` (simplejpeg for JPEG, OpenCV for PNG), ``opencv`` or
             ``simplejpeg`` (JPEG only).
+        max_pixels: largest width x height the header may declare (a decompression
+            bomb guard, checked before any pixel is decoded); None: no limit.
 
     Returns:
         The decoded image with its orientation, stored size and reduction.
 
     Raises:
-        BadSampleError: not a JPEG/PNG, truncated or corrupt, or a PNG given to the
-            ``simplejpeg`` decoder.
+        BadSampleError: empty, not a JPEG/PNG, truncated or corrupt, a header declaring
+            more than ``max_pixels`` pixels, or a PNG given to the ``simplejpeg`` decoder.
     """
     raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not raw:
+        raise BadSampleError(path, "empty file (0 bytes)")
     fmt = image_format(raw)
     if fmt is None:
         raise BadSampleError(path, "not a JPEG or PNG file (unknown magic bytes)")
@@ -165,6 +197,13 @@ def decode_image(
     hw = _stored_hw(raw, fmt, path)
     if hw[0] <= 0 or hw[1] <= 0:
         raise BadSampleError(path, f"image header says size {hw[1]}x{hw[0]}")
+    if max_pixels is not None and hw[0] * hw[1] > max_pixels:
+        raise BadSampleError(
+            path,
+            f"image header declares {hw[1]}x{hw[0]} = {hw[0] * hw[1]:,} pixels, above the "
+            f"limit of {max_pixels:,} (data.max_pixels; a decompression-bomb guard): not "
+            "decoded",
+        )
     k = choose_reduction(hw, target_size) if fmt == "jpeg" else 1
     if fmt == "jpeg" and decoder != "opencv":
         pixels = _decode_simplejpeg(raw, hw, k, path)

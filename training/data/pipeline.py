@@ -91,6 +91,7 @@ def build_pipeline(
             decoder=data.decoder,
             annotation_frame=data.annotation_frame,
             on_bad_sample=data.on_bad_sample,
+            max_pixels=data.max_pixels,
         ),
         CanonicalStage(data.image_size),
         DBMapsStage(

@@ -32,7 +32,7 @@ import numpy as np
 from adaptive_cache.pipeline import Sample, Stage
 from training.data import orientation as orient
 from training.data.db_targets import DBMaps, make_db_maps, pack
-from training.data.images import BadSampleError, Decoder, decode_image
+from training.data.images import MAX_PIXELS, BadSampleError, Decoder, decode_image
 from training.data.source import OcrSource, unpack_polygons
 from training.data.transforms import canonical_compose, compose_fingerprint
 
@@ -58,6 +58,8 @@ class DecodeStage(Stage):
         annotation_frame: ``displayed`` (annotations drawn on the upright image) or
             ``stored`` (on the stored pixels; moved to the displayed frame here).
         on_bad_sample: ``raise`` or ``skip``.
+        max_pixels: largest width x height an image header may declare (None: no
+            limit); a larger image is a bad sample, refused before decoding.
     """
 
     name = "decode"
@@ -71,8 +73,10 @@ class DecodeStage(Stage):
         decoder: Decoder = "auto",
         annotation_frame: Literal["displayed", "stored"] = "displayed",
         on_bad_sample: Literal["raise", "skip"] = "raise",
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         self._source = source
+        self.max_pixels = max_pixels
         self.target_size = target_size
         self.decoder = decoder
         self.annotation_frame = annotation_frame
@@ -80,14 +84,21 @@ class DecodeStage(Stage):
         self.bad: dict[str, str] = {}
 
     def params(self) -> object:
-        return (self.target_size, self.decoder, self.annotation_frame)
+        base = (self.target_size, self.decoder, self.annotation_frame)
+        # The limit decides which samples are replaced under ``skip``; the default one
+        # is left out so that keys (and persistent entries) made before it stay valid.
+        return base if self.max_pixels == MAX_PIXELS else (*base, self.max_pixels)
 
     def _decode(self, sample: Sample) -> Sample:
         path = sample["path"]
         if "read_error" in sample:
             raise BadSampleError(path, sample["read_error"])
         dec = decode_image(
-            sample["data"], path=path, target_size=self.target_size, decoder=self.decoder
+            sample["data"],
+            path=path,
+            target_size=self.target_size,
+            decoder=self.decoder,
+            max_pixels=self.max_pixels,
         )
         polys = sample["polys"]
         if self.annotation_frame == "stored":

@@ -189,6 +189,24 @@ def _encode(rng: np.random.Generator, image: np.ndarray) -> tuple[bytes, int]:
     return (orient.add_orientation(data, o) if o != 1 else data), o
 
 
+def existing_dataset(out: Path) -> list[str]:
+    """What of a data set is already in ``out``: annotation files and image counts.
+
+    Empty when ``out`` holds no annotation file and no image in the layout above.
+    """
+    out = Path(out)
+    found = []
+    for split in _SPLITS:
+        ann = out / "jsons" / f"{split}.json"
+        if ann.is_file():
+            found.append(str(ann.relative_to(out)))
+        img_dir = out / "images" / split
+        n = sum(1 for p in img_dir.glob("*") if p.is_file()) if img_dir.is_dir() else 0
+        if n:
+            found.append(f"{n} images in images/{split}")
+    return found
+
+
 def generate(
     out: Path,
     n_train: int,

@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from training.data import orientation as orient
 from training.data.images import (
@@ -148,3 +149,80 @@ def test_reduced_decoding_stays_within_tolerance(tmp_path: Path) -> None:
     assert result["n"] == len(files) == 3
     assert result["reduced_diff_max"] <= DCT_TOLERANCE
     assert result["reduced_diff"] <= result["full_diff"] + 0.5
+
+
+def _jpeg_declaring(data: bytes, width: int, height: int) -> bytes:
+    """A real JPEG whose SOF header is patched to declare ``width`` x ``height``."""
+    out = bytearray(data)
+    i = 2
+    while out[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + int.from_bytes(out[i + 2 : i + 4], "big")
+    out[i + 5 : i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(out)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    _, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    out = bytearray(png.tobytes())
+    out[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR
+    return bytes(out)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "opencv"])
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_a_header_declaring_too_many_pixels_is_refused_before_decoding(
+    kind: str, decoder: str
+) -> None:
+    # A few hundred bytes that declare 1.2 gigapixels (3.6 GB once decoded).
+    jpeg = _encode_jpeg(np.zeros((16, 24, 3), np.uint8))
+    declare = _jpeg_declaring if kind == "jpeg" else lambda _, w, h: _png_declaring(w, h)
+    bomb = declare(jpeg, 40_000, 30_000)
+    assert len(bomb) < 2000
+    with pytest.raises(BadSampleError) as err:
+        decode_image(bomb, path="bomb", decoder=decoder)
+    assert err.value.reason.startswith("image header declares 40000x30000 = 1,200,000,000 pixels")
+    assert "data.max_pixels" in err.value.reason
+
+
+def test_opencv_refusing_an_image_is_a_bad_sample() -> None:
+    # Above OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS, 2^30) when data.max_pixels allows it.
+    bomb = _jpeg_declaring(_encode_jpeg(np.zeros((16, 24, 3), np.uint8)), 40_000, 30_000)
+    with pytest.raises(BadSampleError, match="OpenCV refused the image"):
+        decode_image(bomb, path="bomb.jpg", decoder="opencv", max_pixels=None)
+
+
+def test_max_pixels_limit_is_inclusive_and_none_disables_it() -> None:
+    data = _encode_jpeg(np.zeros((16, 24, 3), np.uint8))
+    assert decode_image(data, path="a.jpg", max_pixels=16 * 24).image.shape == (16, 24, 3)
+    with pytest.raises(BadSampleError, match="16x24|24x16"):
+        decode_image(data, path="a.jpg", max_pixels=16 * 24 - 1)
+    assert decode_image(data, path="a.jpg", max_pixels=None).image.shape == (16, 24, 3)
+
+
+class _BadFiles(torch.utils.data.Dataset):
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.names = sorted(files)
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> object:
+        name = self.names[index]
+        return decode_image(self.files[name], path=f"images/{name}.jpg")
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated_jpeg", "corrupt_jpeg"])
+def test_bad_sample_error_from_a_worker_keeps_its_file_and_reason(kind: str) -> None:
+    data = _bad_inputs()[kind]
+    with pytest.raises(BadSampleError) as direct:
+        decode_image(data, path=f"images/{kind}.jpg")
+    loader = torch.utils.data.DataLoader(
+        _BadFiles({kind: data}), batch_size=None, num_workers=1, collate_fn=lambda x: x
+    )
+    # torch re-raises a worker's error from its formatted traceback alone.
+    with pytest.raises(BadSampleError) as err:
+        next(iter(loader))
+    assert (err.value.path, err.value.reason) == (direct.value.path, direct.value.reason)
+    assert str(err.value) == str(direct.value)  # one line, not the worker's traceback
+    assert "in DataLoader worker process 0" in (err.value.worker_traceback or "")

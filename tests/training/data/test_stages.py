@@ -9,7 +9,7 @@ import pytest
 
 from training.config import DataConfig
 from training.data import orientation as orient
-from training.data.images import BadSampleError, decode_image
+from training.data.images import MAX_PIXELS, BadSampleError, decode_image
 from training.data.pipeline import build_pipeline, sample_polygons
 from training.data.source import unpack_polygons
 from training.data.stages import canonical_polygons
@@ -138,3 +138,18 @@ def test_bad_sample_skip_replaces_deterministically(
     logged = [r.getMessage() for r in caplog.records if "skipping bad sample" in r.getMessage()]
     assert len(logged) == 2  # once per file, however often it is met
     assert pipe.run(4, upto=4)["file"] == "train_00004.jpg"
+
+
+def test_max_pixels_keeps_default_keys_and_refuses_large_images(
+    data_config: DataConfig, synthetic_root: Path
+) -> None:
+    default = build_pipeline(data_config, "val")
+    assert data_config.max_pixels == MAX_PIXELS
+    same = build_pipeline(data_config.model_copy(update={"max_pixels": MAX_PIXELS}), "val")
+    # Keys made before the limit existed stay valid with the default limit.
+    assert default.stages[0].params() == (IMAGE_SIZE, "auto", "displayed")
+    assert same.key(0, "image") == default.key(0, "image")
+    small = build_pipeline(data_config.model_copy(update={"max_pixels": 1000}), "val")
+    assert small.key(0, "image") != default.key(0, "image")  # it decides replacements
+    with pytest.raises(BadSampleError, match="above the limit of 1,000"):
+        small.run(0, upto=1)

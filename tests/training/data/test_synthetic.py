@@ -11,7 +11,7 @@ from training.cli import main
 from training.data import orientation as orient
 from training.data.annotations import parse_seed_json
 from training.data.images import decode_image
-from training.data.synthetic import _encode, generate
+from training.data.synthetic import existing_dataset, _encode, generate
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -92,6 +92,28 @@ def test_cli_make_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["train"] == 1 and (out / "jsons/val.json").is_file()
+
+
+def test_make_data_refuses_to_replace_a_data_set_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "synthetic"
+    assert existing_dataset(out) == []
+    generate(out, n_train=2, n_val=1, seed=0, progress=False, scale=0.1)
+    assert existing_dataset(out) == [
+        "jsons/train.json",
+        "2 images in images/train",
+        "jsons/val.json",
+        "1 images in images/val",
+    ]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["make-data", "--out", str(out), "--n-train", "1", "--n-val", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already holds a data set" in err and "--force" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert main([*args, "--force"]) == 0
+    assert sorted(p.name for p in (out / "images/train").iterdir()) == ["train_00000.jpg"]
 
 
 def test_bad_arguments() -> None:
