@@ -3,7 +3,8 @@
 #   make test   lint, format check and the whole test suite
 # TORCH_SPEC is installed before anything that depends on torch. The default is the
 # CPU wheel of the reference machine; on a GPU machine install any recent torch into
-# .venv first (or set TORCH_SPEC) and it is kept.
+# .venv first (or set TORCH_SPEC) and it is kept: the extras are installed with the
+# installed torch as a constraint (torchvision then comes in the matching release).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -16,7 +17,8 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -q -e ".[dev,bench]" -c $(VENV)/torch-pin.txt
 	touch $(STAMP)
 
 # Servers the tests start for real (Redis, Prometheus with promtool). Debian package

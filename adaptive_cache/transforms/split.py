@@ -184,7 +184,7 @@ def _split_torchvision(compose: Any) -> Split:
     kind = "torchvision.v2" if tv.is_v2(compose) else "torchvision"
 
     def part(c: Any) -> Part:
-        if not c.transforms:
+        if c is None:
             return _EMPTY
         names = tuple(type(t).__name__ for t in c.transforms)
         fn = c if tv.is_v2(compose) else functools.partial(tv.apply_classic, c)

@@ -80,12 +80,14 @@ def split_compose(compose: Any) -> tuple[Any, Any]:
     """Split a torchvision ``Compose`` at its first random transform.
 
     Returns:
-        ``(prefix, suffix)``: two ``Compose`` of the same class (either may be empty).
+        ``(prefix, suffix)``: each a ``Compose`` of the same class, or ``None`` where
+        it would be empty (torchvision refuses an empty ``Compose``).
     """
     transforms = list(compose.transforms)
     cut = next((i for i, t in enumerate(transforms) if not is_deterministic(t)), len(transforms))
     cls = type(compose)
-    return cls(transforms[:cut]), cls(transforms[cut:])
+    head, tail = transforms[:cut], transforms[cut:]
+    return (cls(head) if head else None), (cls(tail) if tail else None)
 
 
 def first_random(compose: Any) -> str | None:
