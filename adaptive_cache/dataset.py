@@ -95,7 +95,7 @@ class _PartStage(Stage):
         if self.deterministic:
             return box(self.part(item))
         seed = int(rng.integers(0, 2**63 - 1))
-        with seeded(seed):
+        with seeded(seed, self.part.generators):
             if self.part.reseed is not None:
                 self.part.reseed(seed % 2**32)
             return box(self.part(item))

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from adaptive_cache.transforms import torchvision as tv
 from adaptive_cache.transforms.fingerprint import fingerprint
+from adaptive_cache.transforms.seeding import GENERATORS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,12 +71,17 @@ class Part:
         fingerprint: changes whenever the transforms' parameters or code do.
         names: class (or function) names of the transforms, for logs.
         reseed: seeds the library's own generators (albumentations), if it has any.
+        generators: the global generators the transforms may draw from (see
+            :func:`~adaptive_cache.transforms.seeding.seeded`): all three for plain
+            callables, torch alone for torchvision's own classes, none for
+            albumentations' own (it has generators of its own).
     """
 
     apply: Callable[[Any], Any]
     fingerprint: str
     names: tuple[str, ...] = ()
     reseed: Callable[[int], None] | None = None
+    generators: frozenset[str] = GENERATORS
 
     def __call__(self, item: Any) -> Any:
         return self.apply(item)
@@ -118,6 +124,14 @@ def _name(t: Any) -> str:
 
 def _module(t: Any) -> str:
     return type(t).__module__ or ""
+
+
+def _leaves(compose: Any) -> list[Any]:
+    """Every transform inside ``compose``, nested containers opened."""
+    out = []
+    for t in getattr(compose, "transforms", ()):
+        out.extend(_leaves(t) if hasattr(t, "transforms") else [t])
+    return out
 
 
 def split_transform(transform: Any) -> Split:
@@ -188,7 +202,9 @@ def _split_torchvision(compose: Any) -> Split:
             return _EMPTY
         names = tuple(type(t).__name__ for t in c.transforms)
         fn = c if tv.is_v2(compose) else functools.partial(tv.apply_classic, c)
-        return Part(fn, fingerprint(kind, list(c.transforms)), names)
+        own = all(tv.is_torchvision(t) and type(t).__name__ != "Lambda" for t in _leaves(c))
+        generators = frozenset({"torch"}) if own else GENERATORS
+        return Part(fn, fingerprint(kind, list(c.transforms)), names, None, generators)
 
     name = tv.first_random(compose)
     return Split(part(prefix), part(suffix), f"torchvision {name}" if name else None)
@@ -207,7 +223,13 @@ def _split_albumentations(transform: Any) -> Split:
             return _EMPTY
         names = tuple(type(t).__name__ for t in c.transforms)
         reseed = c.set_random_seed if random else None
-        return Part(functools.partial(albu.apply, c), albu.compose_fingerprint(c), names, reseed)
+        own = all(
+            _module(t).startswith("albumentations") and not isinstance(t, A.Lambda)
+            for t in _leaves(c)
+        )
+        generators = frozenset() if own else GENERATORS
+        fp = albu.compose_fingerprint(c)
+        return Part(functools.partial(albu.apply, c), fp, names, reseed, generators)
 
     name = albu.first_random(compose)
     return Split(

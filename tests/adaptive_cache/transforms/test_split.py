@@ -127,3 +127,32 @@ def test_seeded_is_reproducible_and_restores_the_global_generators() -> None:
     after = (torch.rand(1), random.random(), np.random.rand())
     assert a == b
     assert after == before  # as if the seeded blocks never ran
+
+
+def _same_image(image, **kwargs):
+    return image
+
+
+def test_parts_name_the_global_generators_their_transforms_draw_from() -> None:
+    assert split_transform([noise]).suffix.generators == {"python", "numpy", "torch"}
+    albu = split_transform(A.Compose([A.HorizontalFlip(p=0.5)]))
+    assert albu.suffix.generators == frozenset()  # albumentations' own, reseeded
+    lam = split_transform(A.Compose([A.Lambda(image=_same_image)]))
+    assert lam.suffix.generators == {"python", "numpy", "torch"}
+    torchvision_or_skip()
+    from torchvision.transforms import v2
+
+    assert split_transform(v2.Compose([v2.RandomCrop(4)])).suffix.generators == {"torch"}
+    nested = v2.Compose([v2.RandomApply([v2.Lambda(lambda x: x)], p=0.5)])
+    assert split_transform(nested).suffix.generators == {"python", "numpy", "torch"}
+
+
+def test_seeded_touches_only_the_named_generators() -> None:
+    np.random.seed(3)
+    expected = np.random.rand()
+    np.random.seed(3)
+    with seeded(9, {"torch"}):
+        torch.rand(1)
+        assert np.random.rand() == expected  # numpy left running, not reseeded
+    with pytest.raises(ValueError, match="unknown generators"), seeded(1, {"cuda"}):
+        pass
