@@ -20,7 +20,6 @@ from pydantic import (
     model_validator,
 )
 
-
 _UNITS = {
     "": 1,
     "b": 1,

@@ -19,9 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from monitoring.dashboard import DASHBOARD_PATH, default_variables, iter_panels, load_dashboard
 from monitoring.dashboard import substitute as substitute_variables
 from monitoring.prom_api import PrometheusAPI
@@ -47,6 +44,19 @@ _STYLES = ["-", "--", ":", "-."]  # one per query of a panel
 _RIGHT_AXIS = 200.0  # peak ratio that moves a query to a right-hand axis
 _EPOCH_LABELS = 10  # at most this many epoch numbers along the top of a panel
 EPOCH_QUERY = 'max(adaptive_cache_training_epoch{job=~"$job", instance=~"$instance"})'
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    """``(Figure, FigureCanvasAgg)``, imported when a plot is drawn (an optional extra)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(
+            f"monitoring.plot draws with matplotlib, which cannot be imported ({exc}); "
+            "install the plot extra: pip install 'adaptive-cache[plot]'"
+        ) from exc
+    return Figure, FigureCanvasAgg
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -136,6 +146,7 @@ def plot_dashboard(
         epochs = _epoch_starts(api.query_range(expr, start, end, step))
     panels = [p for p in iter_panels(board) if p["targets"][0].get("expr")]
     rows = max(1, math.ceil(len(panels) / columns))
+    Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(5.2 * columns, 3.3 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from adaptive_cache.config import CacheConfig
 from adaptive_cache.stores.base import Store, StoreError, StoreHandle, View
 from adaptive_cache.stores.disk import DiskHandle, DiskStore
 from adaptive_cache.stores.keys import check_namespace
 from adaptive_cache.stores.local import LocalHandle, LocalStore
-from adaptive_cache.stores.redis import RedisHandle, RedisStore
 from adaptive_cache.stores.shm import ShmHandle, ShmStore
 
 __all__ = [
@@ -41,9 +41,20 @@ def _disk(config: CacheConfig, namespace: str) -> Store:
     return DiskStore.for_namespace(config.disk_dir, namespace)
 
 
+def __getattr__(name: str) -> Any:
+    # The Redis client is imported only by a process that uses the Redis store.
+    if name in ("RedisHandle", "RedisStore"):
+        from adaptive_cache.stores import redis
+
+        return getattr(redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _redis(config: CacheConfig, namespace: str) -> Store:
     if not config.redis_url:
         raise ValueError("cache.store 'redis' needs cache.redis_url (redis://host:port/db)")
+    from adaptive_cache.stores.redis import RedisStore
+
     return RedisStore(config.redis_url, namespace, timeout_s=config.redis_timeout_s)
 
 

@@ -30,7 +30,6 @@ from training.bench.loaders import (
     run_seed_dicts,
 )
 from training.bench.machine import machine_info
-from training.bench.plots import write_plots
 from training.bench.report import order_key, render, steady
 from training.bench.settings import FULL, QUICK, WORKLOADS, BenchSizes
 from training.config import Config, DataConfig
@@ -282,7 +281,12 @@ def run_bench(
         save()
     save()
     (out_dir / "bench.md").write_text(render(doc, command) + "\n")
-    for path in write_plots(doc["results"], out_dir):
-        log.info("bench: wrote %s", path)
+    try:
+        from training.bench.plots import write_plots  # matplotlib: the plot extra
+    except ImportError as exc:
+        log.warning("bench: no plots (%s); pip install 'adaptive-cache[plot]'", exc)
+    else:
+        for path in write_plots(doc["results"], out_dir):
+            log.info("bench: wrote %s", path)
     log.info("bench: %s (%.0f s)", out_dir / "bench.json", time.perf_counter() - t0)
     return out_dir / "bench.json"

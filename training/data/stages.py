@@ -30,11 +30,12 @@ from typing import Literal
 import numpy as np
 
 from adaptive_cache.pipeline import Sample, Stage
+from adaptive_cache.transforms.albumentations import compose_fingerprint
 from training.data import orientation as orient
 from training.data.db_targets import DBMaps, make_db_maps, pack
 from training.data.images import MAX_PIXELS, BadSampleError, Decoder, decode_image
 from training.data.source import OcrSource, unpack_polygons
-from training.data.transforms import canonical_compose, compose_fingerprint
+from training.data.transforms import canonical_compose
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,8 @@
 """albumentations transforms: the canonical prefix, the training suffix, and the split.
 
-albumentations has no determinism flag, so :func:`split_compose` decides per
-transform: deterministic only if its probability is 1 (or 0: it never runs) and its
-class is in :data:`DETERMINISTIC` (fixed-size resizes, pads, crops, flips with
-``p=1``, colour conversions). Everything from the first other transform on is the
-random suffix. :func:`is_empirically_deterministic` checks a transform the other way,
-by running it under two seeds; the tests use it to keep :data:`DETERMINISTIC` honest.
+Which transforms are deterministic, and so where a ``Compose`` is split, is decided by
+:mod:`adaptive_cache.transforms.albumentations`; :func:`split_compose` here adds what
+the OCR pipeline needs (nearest-neighbour masks, no bbox parameters).
 
 :class:`AlbumentationsStage` wraps a ``Compose`` as a pipeline stage. Images are uint8
 throughout (normalisation happens on the device); the DB maps ride along as one
@@ -17,109 +14,35 @@ transform pulls in pixels from outside the image.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import albumentations as A
 import cv2
 import numpy as np
 
-from adaptive_cache.pipeline import Sample, Stage, stable_hash
+from adaptive_cache.pipeline import Sample, Stage
+from adaptive_cache.transforms import albumentations as albu
+from adaptive_cache.transforms.albumentations import compose_fingerprint, first_random
 from training.config import AugmentConfig
 from training.data.db_targets import background_fill
-
-DETERMINISTIC: frozenset[type] = frozenset(
-    {
-        A.LongestMaxSize, A.SmallestMaxSize, A.Resize, A.PadIfNeeded, A.Pad,
-        A.CenterCrop, A.Crop, A.Normalize, A.ToFloat, A.FromFloat, A.ToGray, A.ToRGB,
-        A.ToSepia, A.InvertImg, A.Equalize, A.HorizontalFlip, A.VerticalFlip, A.Transpose,
-    }
-)  # fmt: skip
-"""Transform classes whose output depends only on their input when they run (p == 1)."""
 
 _NOT_UINT8 = (A.Normalize, A.ToFloat)
 
 
-def is_deterministic(transform: A.BasicTransform | A.BaseCompose) -> bool:
-    """Whether a transform (or a nested ``Sequential``) always gives the same output.
-
-    ``p == 0`` never runs, so it is deterministic whatever its class. ``p == 1`` is
-    deterministic for classes in :data:`DETERMINISTIC` (``PadIfNeeded`` only with a
-    fixed position) and for a ``Sequential`` of deterministic transforms. Anything
-    else, including ``OneOf``/``SomeOf`` and unknown classes, counts as random.
-    """
-    p = float(getattr(transform, "p", 1.0))
-    if p == 0.0:
-        return True
-    if p != 1.0:
-        return False
-    if type(transform) is A.Sequential:
-        return all(is_deterministic(t) for t in transform.transforms)
-    if isinstance(transform, A.PadIfNeeded) and transform.position == "random":
-        return False
-    return type(transform) in DETERMINISTIC
-
-
-def _compose_like(compose: A.Compose, transforms: Sequence[Any]) -> A.Compose:
-    # Same targets and shape checks as the original; masks always nearest-neighbour.
-    return A.Compose(
-        list(transforms),
-        additional_targets=dict(compose._additional_targets),
-        is_check_shapes=compose.is_check_shapes,
-        mask_interpolation=cv2.INTER_NEAREST,
-    )
-
-
 def split_compose(compose: A.Compose) -> tuple[A.Compose, A.Compose]:
-    """Split a ``Compose`` at its first random transform.
+    """Split a ``Compose`` at its first random transform, for the OCR pipeline.
 
-    Returns:
-        ``(prefix, suffix)``: the deterministic transforms before the first random one,
-        and the rest (either may be empty). Both use nearest-neighbour interpolation for
-        masks.
+    :func:`adaptive_cache.transforms.albumentations.split_compose` with masks (the DB
+    maps) always warped nearest-neighbour, so the ``gt`` bitfield stays valid.
 
     Raises:
-        ValueError: the compose has a probability other than 1 (it would skip its
-            deterministic part at random), or bounding-box/keypoint parameters (the
-            pipeline carries polygons itself).
+        ValueError: the compose has a probability other than 1, or bounding-box/keypoint
+            parameters (the pipeline carries polygons itself).
     """
-    if float(compose.p) != 1.0:
-        raise ValueError(f"split_compose: the Compose itself must have p=1.0, got {compose.p}")
     if compose.processors:
         raise ValueError(
             "split_compose: bbox_params/keypoint_params are not supported; polygons travel "
             "beside the image and the DB maps are passed as masks"
         )
-    transforms = list(compose.transforms)
-    cut = next((i for i, t in enumerate(transforms) if not is_deterministic(t)), len(transforms))
-    return _compose_like(compose, transforms[:cut]), _compose_like(compose, transforms[cut:])
-
-
-def first_random(compose: A.Compose) -> str | None:
-    """Class name of the first random transform in ``compose``; None if there is none."""
-    return next((type(t).__name__ for t in compose.transforms if not is_deterministic(t)), None)
-
-
-def is_empirically_deterministic(
-    transform: Callable[..., dict[str, Any]],
-    inputs: dict[str, np.ndarray],
-    seeds: Sequence[int] = (0, 1, 2, 3),
-) -> bool:
-    """Run ``transform`` (a ``Compose``) under several seeds; True if all outputs agree.
-
-    A random transform can agree by chance (a flip with p=0.5 under two seeds), so use
-    several seeds; the answer "random" is certain, "deterministic" is evidence.
-    """
-    outputs = []
-    for seed in seeds:
-        transform.set_random_seed(seed)
-        outputs.append(transform(**inputs))
-    first = outputs[0]
-    return all(
-        all(np.array_equal(np.asarray(first[k]), np.asarray(o[k])) for k in inputs)
-        for o in outputs[1:]
-    )
+    return albu.split_compose(compose, mask_interpolation=cv2.INTER_NEAREST)
 
 
 def canonical_compose(image_size: int) -> A.Compose:
@@ -181,35 +104,6 @@ def augment_compose(augment: AugmentConfig, thresh_min: float) -> A.Compose:
             )
         )
     return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
-
-
-def _describe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _describe(v) for k, v in value.items()}
-    # Functions and other objects: their qualified name, never an address.
-    kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
-    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
-
-
-def _transform_spec(t: Any) -> Any:
-    try:
-        return A.to_dict(t)
-    except (TypeError, ValueError, NotImplementedError):
-        # Not serialisable (an unnamed Lambda): class, probability and public attributes.
-        public = {k: _describe(v) for k, v in sorted(vars(t).items()) if not k.startswith("_")}
-        public.pop("random_generator", None)
-        public.pop("py_random", None)
-        return {"class": _describe(type(t)), "attrs": public}
-
-
-def compose_fingerprint(compose: A.Compose) -> str:
-    """Hash of the serialised transforms and the albumentations version."""
-    spec = [_transform_spec(t) for t in compose.transforms]
-    return stable_hash(A.__version__, json.dumps(spec, sort_keys=True, default=str))
 
 
 class AlbumentationsStage(Stage):

@@ -5,16 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
+from adaptive_cache.transforms.albumentations import is_empirically_deterministic
 from training.config import AugmentConfig
 from training.data.db_targets import PROB_MASK_BIT, make_db_maps, pack
 from training.data.transforms import (
-    DETERMINISTIC,
     AlbumentationsStage,
     augment_compose,
     canonical_compose,
-    first_random,
-    is_deterministic,
-    is_empirically_deterministic,
     split_compose,
 )
 
@@ -23,100 +20,20 @@ IMAGE = RNG.integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
 MASK = RNG.integers(0, 8, size=(60, 80, 2), dtype=np.uint8)
 INPUTS = {"image": IMAGE, "mask": MASK}
 
-# One instance (p=1) of every class the split treats as deterministic.
-KNOWN = [
-    A.LongestMaxSize(max_size=50, p=1),
-    A.SmallestMaxSize(max_size=40, p=1),
-    A.Resize(30, 40, p=1),
-    A.PadIfNeeded(100, 100, position="top_left", p=1),
-    A.Pad(padding=3, p=1),
-    A.CenterCrop(20, 20, p=1),
-    A.Crop(0, 0, 20, 20, p=1),
-    A.Normalize(p=1),
-    A.ToFloat(p=1),
-    A.FromFloat(p=1),
-    A.ToGray(p=1),
-    A.ToRGB(p=1),
-    A.ToSepia(p=1),
-    A.InvertImg(p=1),
-    A.Equalize(p=1),
-    A.HorizontalFlip(p=1),
-    A.VerticalFlip(p=1),
-    A.Transpose(p=1),
-]
-
-
-def _inputs_for(t) -> dict:
-    if isinstance(t, A.FromFloat):
-        return {"image": IMAGE.astype(np.float32) / 255, "mask": MASK}
-    if isinstance(t, A.ToRGB):
-        return {"image": IMAGE[..., :1], "mask": MASK}
-    return INPUTS
-
-
-def test_known_list_is_complete() -> None:
-    assert {type(t) for t in KNOWN} == set(DETERMINISTIC)
-
-
-@pytest.mark.parametrize("t", KNOWN, ids=lambda t: type(t).__name__)
-def test_known_deterministic_transforms_are_empirically_deterministic(t) -> None:
-    assert is_deterministic(t)
-    assert is_empirically_deterministic(A.Compose([t]), _inputs_for(t))
-
-
-@pytest.mark.parametrize(
-    "t",
-    [
-        A.HorizontalFlip(p=0.5),
-        A.Affine(rotate=(-10, 10), p=1),
-        A.ColorJitter(p=1),
-        A.RandomBrightnessContrast(p=1),
-        A.PadIfNeeded(100, 100, position="random", p=1),
-        A.RandomCrop(20, 20, p=1),
-        A.OneOf([A.HorizontalFlip(p=1), A.VerticalFlip(p=1)], p=1),
-    ],
-    ids=lambda t: type(t).__name__,
-)
-def test_random_transforms_are_classified_random_and_are_random(t) -> None:
-    assert not is_deterministic(t)
-    # Several seeds: a p=0.5 flip agrees with itself under two seeds half the time.
-    assert not is_empirically_deterministic(A.Compose([t]), INPUTS, seeds=range(8))
-
-
-def test_p_zero_and_sequential() -> None:
-    assert is_deterministic(A.Affine(rotate=10, p=0.0))
-    assert is_deterministic(A.Sequential([A.Resize(10, 10), A.HorizontalFlip(p=1)], p=1))
-    assert not is_deterministic(A.Sequential([A.Resize(10, 10), A.HorizontalFlip()], p=1))
-    assert not is_deterministic(A.Sequential([A.Resize(10, 10)], p=0.5))
-
-
-def test_split_at_first_random_transform() -> None:
-    compose = A.Compose(
-        [
-            A.LongestMaxSize(64),
-            A.PadIfNeeded(64, 64, position="top_left"),
-            A.HorizontalFlip(p=0.5),
-            A.Resize(32, 32),  # deterministic, but after a random one: stays in the suffix
-        ]
-    )
-    prefix, suffix = split_compose(compose)
-    assert [type(t).__name__ for t in prefix.transforms] == ["LongestMaxSize", "PadIfNeeded"]
-    assert [type(t).__name__ for t in suffix.transforms] == ["HorizontalFlip", "Resize"]
-    assert first_random(compose) == "HorizontalFlip" and first_random(prefix) is None
-    assert is_empirically_deterministic(prefix, INPUTS)
-    assert not is_empirically_deterministic(suffix, INPUTS, seeds=range(8))
-    # The two halves applied in turn give what the whole gives under the same seed.
-    whole = A.Compose(list(compose.transforms), seed=5)(**INPUTS)
-    suffix.set_random_seed(5)
-    halves = suffix(**prefix(**INPUTS))
-    np.testing.assert_array_equal(whole["image"], halves["image"])
-
 
 def test_split_of_all_deterministic_and_all_random() -> None:
     prefix, suffix = split_compose(canonical_compose(64))
     assert len(prefix.transforms) == 2 and not suffix.transforms
     prefix, suffix = split_compose(augment_compose(AugmentConfig(), 0.3))
     assert not prefix.transforms and len(suffix.transforms) == 3
+
+
+def test_split_keeps_masks_nearest_and_the_rest_of_the_compose() -> None:
+    compose = A.Compose([A.Resize(30, 40), A.HorizontalFlip(p=0.5)], is_check_shapes=False)
+    prefix, suffix = split_compose(compose)
+    assert prefix.mask_interpolation == suffix.mask_interpolation == cv2.INTER_NEAREST
+    assert not prefix.is_check_shapes and not suffix.is_check_shapes
+    assert is_empirically_deterministic(prefix, INPUTS)
 
 
 def test_split_rejects_unsplittable_composes() -> None:
