@@ -8,6 +8,8 @@ Example:
 
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, Watermarks, format_size, parse_size
+from adaptive_cache.device import DeviceBatchCache, DeviceMemory, DeviceStats, FakeDeviceProbe
+from adaptive_cache.device_loader import DeviceCachedLoader
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.memory import FakeProbe, GpuMemory, MemoryProbe, MemoryReading, Probe
@@ -33,7 +35,12 @@ __all__ = [
     "CacheDataset",
     "CacheLoader",
     "CacheStats",
+    "DeviceBatchCache",
+    "DeviceCachedLoader",
+    "DeviceMemory",
+    "DeviceStats",
     "EntryInfo",
+    "FakeDeviceProbe",
     "FakeProbe",
     "FileSource",
     "FunctionStage",

@@ -22,8 +22,14 @@ import pytorch_lightning as pl
 import torch
 
 from adaptive_cache.config import format_size
-from training.callbacks import CacheStatsCallback, EpochTimer, MetricsCallback
+from training.callbacks import (
+    CacheStatsCallback,
+    DeviceTierCallback,
+    EpochTimer,
+    MetricsCallback,
+)
 from training.config import Config
+from training.data.device_augment import DeviceAugment
 from training.datamodule import OcrDataModule, run_id
 from training.module import DBNetModule
 
@@ -219,9 +225,21 @@ def train(config: Config) -> Path:
             save_last=True,
         ),
     ]
+    device_cb = DeviceTierCallback(dm.device_caches)
+    callbacks.append(device_cb)
     if exporter is not None:
         callbacks.append(MetricsCallback(exporter.training, timer))
-    module = DBNetModule(config.model, config.optim, channels_last=torch.cuda.is_available())
+    aug = config.data.augment
+    module = DBNetModule(
+        config.model,
+        config.optim,
+        channels_last=torch.cuda.is_available(),
+        augment=(
+            DeviceAugment(aug, config.data.thresh_min, seed=config.seed)
+            if aug.enabled and aug.on_device
+            else None
+        ),
+    )
     trainer = pl.Trainer(
         **_trainer_kwargs(config, precision),
         callbacks=callbacks,
@@ -260,6 +278,8 @@ def train(config: Config) -> Path:
         if not trainer.is_global_zero:
             return run_dir / "summary.json"
         summary = _summary(config, precision, trainer, timer, cache_cb, peak, losses, val)
+        for e in summary["epochs"]:
+            e["device_tier"] = device_cb.records.get(e["epoch"], {})
         summary["checkpoint"] = str(trainer.checkpoint_callback.best_model_path or "")
         path = run_dir / "summary.json"
         path.write_text(json.dumps(summary, indent=2))

@@ -83,6 +83,26 @@ def test_cached_and_uncached_runs_give_the_same_losses(cached_run, tmp_path):
         assert a["hmean"] == pytest.approx(b["hmean"], abs=1e-9)
 
 
+def test_device_tier_and_device_suffix_change_no_result(tmp_path):
+    # The train suffix on the device (here the CPU) and validation batches kept by the
+    # device tier (forced on: on a CPU ``auto`` is off) against the same run without
+    # the tier: the same losses and hmean, and epoch 1 validates without a DataLoader.
+    runs = {}
+    for tier in ("on", "off"):
+        os.environ.pop("ADAPTIVE_CACHE_RUN_ID", None)
+        extra = ("data.augment.on_device=true", f"cache.gpu={tier}", f"run_name=gpu-{tier}")
+        runs[tier] = json.loads(train(load_config(_overrides(tmp_path, *extra))).read_text())
+    on, off = runs["on"], runs["off"]
+    assert on["epochs"][1]["device_tier"]["val"]["hits"] == 1  # 4 val receipts, batch 4
+    assert on["epochs"][1]["device_tier"]["val"]["misses"] == 0
+    assert off["epochs"][1]["device_tier"] == {}
+    assert on["epochs"][1]["cache"]["by_tier"]["tensor"]["items"] == 12  # no suffix in workers
+    for a, b in zip(on["epochs"], off["epochs"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6, abs=1e-7)
+        assert a["hmean"] == pytest.approx(b["hmean"], abs=1e-9)
+
+
 def test_predictions_file_reproduces_validation_hmean(cached_run, tmp_path):
     tmp, summary, _ = cached_run
     ckpt = Path(summary["checkpoint"])
