@@ -199,7 +199,9 @@ def bench_precision(args: argparse.Namespace) -> list[Record]:
             model = model.to(memory_format=torch.channels_last)
             loss_fn = DBLoss()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            scaler = torch.amp.GradScaler("cuda", enabled=precision == "16-mixed")
+            mixed = precision == "16-mixed"
+            kind = args.device.type
+            scaler = torch.amp.GradScaler(kind, enabled=mixed and kind == "cuda")
             b, s = args.batch, args.size
             image = torch.randn(b, 3, s, s, device=args.device).contiguous(
                 memory_format=torch.channels_last
@@ -210,7 +212,8 @@ def bench_precision(args: argparse.Namespace) -> list[Record]:
             for step in range(args.steps + 3):
                 _sync(args.device)
                 t0 = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.float16, enabled=precision == "16-mixed"):
+                half = torch.float16 if kind == "cuda" else torch.bfloat16  # --smoke on a CPU
+                with torch.autocast(kind, dtype=half, enabled=mixed):
                     loss = loss_fn(model(image, with_thresh=True), gt, thresh)["loss"]
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -225,13 +228,16 @@ def bench_precision(args: argparse.Namespace) -> list[Record]:
                 "step_seconds": times,
                 "batch": b,
                 "size": s,
-                "peak_memory_bytes": torch.cuda.max_memory_allocated(args.device),
+                "peak_memory_bytes": (
+                    torch.cuda.max_memory_allocated(args.device) if kind == "cuda" else None
+                ),
             }
             print(f"{rec['name']:>34}: {1e3 * rec['step_seconds_median']:.1f} ms/step", flush=True)
             out.append(rec)
             del model, opt
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(args.device)
+            if kind == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(args.device)
     return out
 
 
@@ -248,12 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per precision")
     p.add_argument("--gpu-share", type=float, default=0.25)
     p.add_argument("--only", action="append", default=[], choices=["val", "train", "precision"])
+    p.add_argument(
+        "--smoke", action="store_true", help="gpu mode on the CPU, to check the script itself"
+    )
     args = p.parse_args(argv)
     gpu = args.mode == "gpu"
-    if gpu and not torch.cuda.is_available():
+    if gpu and not args.smoke and not torch.cuda.is_available():
         p.error("gpu mode needs a CUDA device (torch.cuda.is_available() is False)")
-    args.device = torch.device("cuda" if gpu else "cpu")
-    if gpu:
+    args.device = torch.device("cuda" if gpu and not args.smoke else "cpu")
+    if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if args.data is None:
         args.data = Path(tempfile.gettempdir()) / f"device-bench-data-{args.n}"

@@ -88,6 +88,21 @@ def test_flip_of_a_known_pattern():
     assert torch.equal(out["thresh"], thresh.flip(-1))
 
 
+def test_flip_folded_into_the_affine_equals_flip_then_affine(batch):
+    cfg = AugmentConfig(hflip_p=1.0, affine_p=1.0, color_jitter_p=0.0, translate_limit=0.1)
+    aug = _aug(cfg)
+    out = aug(batch, epoch=0, batch_idx=3)
+    p = aug.params(8, epoch=0, batch_idx=3)
+    h, w = batch["image"].shape[-2:]
+    theta = affine_theta(p.angle, p.scale, p.translate, h, w)
+    maps = torch.cat([batch["gt"], batch["thresh"]], 1).flip(-1)
+    image, (ref,) = _warp(batch["image"].flip(-1).float(), [maps], theta, [torch.tensor(FILL)])
+    mismatch = (torch.cat([out["gt"], out["thresh"]], 1) != ref).float().mean()
+    assert mismatch < 1e-3  # ties at pixel borders may round the other way
+    diff = (out["image"].float() - image.round().clamp(0, 255)).abs()
+    assert float(diff.mean()) < 0.05
+
+
 def test_rotation_matches_albumentations_direction():
     # A 90 degree turn of an even square maps pixel centres onto pixel centres: exact.
     x = np.arange(64, dtype=np.uint8).reshape(8, 8)
@@ -98,7 +113,7 @@ def test_rotation_matches_albumentations_direction():
     maps = torch.from_numpy(np.stack([x, x]))[None]  # (1, 2, 8, 8)
     theta = affine_theta(torch.tensor([90.0]), torch.tensor([1.0]), torch.zeros(1, 2), 8, 8)
     image = maps[:, :1].float().expand(1, 3, 8, 8)
-    warped_image, warped = _warp(image, maps, theta, torch.tensor([0.0, 0.0]))
+    warped_image, (warped,) = _warp(image, [maps], theta, [torch.tensor([0, 0])])
     assert np.array_equal(warped[0, 0].numpy(), ref) and np.array_equal(ref, np.rot90(x))
     assert torch.allclose(warped_image[0, 0], torch.from_numpy(ref).float(), atol=1e-3)
 
@@ -107,7 +122,7 @@ def test_zoom_out_fills_background_values():
     maps = torch.full((1, 2, 16, 16), 5, dtype=torch.uint8)
     image = torch.full((1, 3, 16, 16), 200.0)
     theta = affine_theta(torch.zeros(1), torch.tensor([0.5]), torch.zeros(1, 2), 16, 16)
-    warped_image, warped = _warp(image, maps, theta, torch.tensor([float(v) for v in FILL]))
+    warped_image, (warped,) = _warp(image, [maps], theta, [torch.tensor(FILL)])
     assert warped[0, :, 0, 0].tolist() == list(FILL)  # outside: background that counts
     assert warped[0, :, 8, 8].tolist() == [5, 5]  # the centre stays
     assert float(warped_image[0, 0, 0, 0]) == 0.0 and float(warped_image[0, 0, 8, 8]) == 200.0
@@ -117,7 +132,7 @@ def test_translation_moves_by_the_fraction():
     maps = torch.zeros((1, 2, 10, 10), dtype=torch.uint8)
     maps[0, :, 4, 4] = 9
     theta = affine_theta(torch.zeros(1), torch.ones(1), torch.tensor([[0.2, -0.1]]), 10, 10)
-    _, warped = _warp(torch.zeros(1, 3, 10, 10), maps, theta, torch.tensor([0.0, 0.0]))
+    _, (warped,) = _warp(torch.zeros(1, 3, 10, 10), [maps], theta, [torch.tensor([0, 0])])
     assert (warped[0, 0] == 9).nonzero().tolist() == [[3, 6]]  # +2 columns, -1 row
 
 
