@@ -161,3 +161,28 @@ def test_ddp_two_ranks_share_the_node_cache(tmp_path):
     assert second["hit_ratio"] == 1.0
     # Held once per node: 8 train samples, not 16.
     assert second["by_tier"]["tensor"]["items"] == 8
+
+
+@pytest.mark.slow
+def test_ddp_validation_behind_the_device_tier(tmp_path):
+    # Not a DataLoader, so Lightning injects no sampler: the datamodule gives each rank
+    # its DistributedSampler (no shuffle); each rank holds its own half on its device.
+    env = {k: v for k, v in os.environ.items() if k != "ADAPTIVE_CACHE_RUN_ID"}
+    extra = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    extra += ("data.num_workers=0", "cache.gpu=on", "data.augment.on_device=true")
+    extra += ("data.batch_size=2",)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", *_overrides(tmp_path, *extra)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1].removeprefix("summary: "))
+    summary = json.loads(path.read_text())
+    tier = summary["epochs"][1]["device_tier"]["val"]
+    # 2 of the 4 receipts per rank: one batch (two batches without the sampler).
+    assert (tier["hits"], tier["misses"], tier["items"]) == (1, 0, 1)
+    assert 0.0 <= summary["epochs"][1]["hmean"] <= 1.0
