@@ -8,8 +8,9 @@ Example:
 
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, Watermarks, format_size, parse_size
-from adaptive_cache.device import DeviceBatchCache, DeviceMemory, DeviceStats, FakeDeviceProbe
+from adaptive_cache.device import DeviceBatchCache, DeviceStats
 from adaptive_cache.device_loader import DeviceCachedLoader
+from adaptive_cache.device_memory import DeviceMemory, FakeDeviceProbe
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.memory import FakeProbe, GpuMemory, MemoryProbe, MemoryReading, Probe

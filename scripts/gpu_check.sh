@@ -26,6 +26,7 @@ assert torch.cuda.is_available(), "no CUDA device visible to torch"
 print("torch", torch.__version__, "on", torch.cuda.get_device_name())
 PY
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/adaptive_cache/test_device.py \
+    tests/adaptive_cache/test_device_memory.py \
     tests/adaptive_cache/test_device_loader.py tests/training/data/test_device_augment.py \
     2>&1 | tee "$OUT/tests.txt" | tail -3
 "$PYTHON" scripts/device_bench.py gpu --out "$OUT/bench.json" --workers "$WORKERS" "$@"

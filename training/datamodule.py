@@ -10,7 +10,7 @@ each entry once.
 With the device tier on (``cache.gpu``: ``auto`` on a CUDA device, ``on`` anywhere),
 the validation loader is a :class:`~adaptive_cache.device_loader.DeviceCachedLoader`:
 its batches are kept on the model's device and later epochs skip the DataLoader. It
-is not a DataLoader, so under DDP the module gives the inner loader its
+is not a DataLoader, so under DDP the datamodule gives the inner loader its
 ``DistributedSampler`` itself (without shuffling, as Lightning would).
 """
 

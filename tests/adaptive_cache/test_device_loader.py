@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from adaptive_cache.config import TierMode
-from adaptive_cache.device import DeviceBatchCache, FakeDeviceProbe
+from adaptive_cache.device import DeviceBatchCache
 from adaptive_cache.device_loader import DeviceCachedLoader, device_for
+from adaptive_cache.device_memory import FakeDeviceProbe
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
 from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.pipeline import RandomStageError
