@@ -19,6 +19,7 @@ Everything else lives in the submodules (``adaptive_cache.stats``,
 
 from adaptive_cache.config import CacheConfig
 from adaptive_cache.dataset import CachedDataset
+from adaptive_cache.device_loader import DeviceCachedLoader
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.loader import CacheLoader
 from adaptive_cache.memory import MemoryProbe
@@ -33,6 +34,7 @@ __all__ = [
     "CacheConfig",
     "CacheLoader",
     "CachedDataset",
+    "DeviceCachedLoader",
     "FileSource",
     "FunctionStage",
     "MemoryProbe",

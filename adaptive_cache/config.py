@@ -152,6 +152,10 @@ class CacheConfig(_Strict):
     tiers: dict[str, Annotated[TierMode, BeforeValidator(_yaml_switch)]] = Field(
         default_factory=dict
     )
+    # The device tier (adaptive_cache.device): collated batches of a deterministic,
+    # fixed-order split kept on the accelerator. ``tiers.gpu`` is accepted as an alias.
+    gpu: Annotated[TierMode, BeforeValidator(_yaml_switch)] = TierMode.auto
+    gpu_share: float = Field(0.25, gt=0.0, le=1.0)
     preload: bool = False
     preload_workers: int = Field(0, ge=0)  # 0: the loader's num_workers
     log_every_n: int = Field(0, ge=0)
@@ -169,6 +173,17 @@ class CacheConfig(_Strict):
         # A field validator (run on the default too), so that the error names the key.
         _check_store_setting(info.data.get("store"), info.field_name, value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_alias(cls, data: Any) -> Any:
+        # ``tiers.gpu`` reads like the other tiers but is not a pipeline tier (the engine
+        # rejects unknown tiers): move it to ``gpu``, where it wins over the field.
+        tiers = data.get("tiers") if isinstance(data, dict) else None
+        if isinstance(tiers, dict) and "gpu" in tiers:
+            tiers = dict(tiers)
+            data = {**data, "gpu": tiers.pop("gpu"), "tiers": tiers}
+        return data
 
     @model_validator(mode="after")
     def _store_needs_on_assignment(self) -> CacheConfig:

@@ -5,7 +5,9 @@ waited for their batch (the time between the end of one step and the start of th
 next is spent in the data loader). ``CacheStatsCallback`` logs the caches' summary
 lines, puts the hit rate in the progress bar and keeps per-epoch records for
 ``summary.json``. ``SkippedSamples`` counts samples skipped as bad, per epoch and
-split, over every worker and rank. ``MetricsCallback`` feeds the Prometheus exporter.
+split, over every worker and rank. ``DeviceTierCallback`` checks the device tiers'
+headroom during training and records them. ``MetricsCallback`` feeds the Prometheus
+exporter.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from adaptive_cache.device import DeviceBatchCache, DeviceStats
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.stats import CacheStats
 from training.peak import PeakSampler
@@ -221,6 +224,43 @@ class SkippedSamples(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._end(trainer, pl_module, "val")
+
+
+class DeviceTierCallback(pl.Callback):
+    """The device tiers (``cache.gpu``) during training: pressure checks and records.
+
+    The model's memory may grow after the tier filled (a larger batch, another
+    process on the GPU): every training step asks each tier to give batches back if
+    headroom fell below its watermark (readings are rate-limited, so this is cheap).
+    Per validation epoch it records the tier's hits, misses and bytes.
+
+    Args:
+        caches: the datamodule's ``device_caches`` (read live: tiers appear when the
+            validation loader is first built).
+    """
+
+    def __init__(self, caches: dict[str, DeviceBatchCache]) -> None:
+        self.caches = caches
+        self._before: dict[str, DeviceStats] = {}
+        self.records: dict[int, dict[str, dict[str, Any]]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for cache in self.caches.values():
+            cache.relieve()
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._before = {split: c.stats() for split, c in self.caches.items()}
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        for split, cache in self.caches.items():
+            now, before = cache.stats(), self._before.get(split) or DeviceStats()
+            rec = now.to_dict()
+            rec["hits"], rec["misses"] = now.hits - before.hits, now.misses - before.misses
+            self.records.setdefault(trainer.current_epoch, {})[split] = rec
+            if trainer.is_global_zero:
+                log.info("epoch %d %s %s", trainer.current_epoch, split, now.summary())
 
 
 class MetricsCallback(pl.Callback):

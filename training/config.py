@@ -40,12 +40,20 @@ class SplitConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """The random training suffix (applied after the cached prefix; never cached)."""
+    """The random training suffix (applied after the cached prefix; never cached).
+
+    ``on_device``: run it as one batched stage on the training device
+    (:mod:`training.data.device_augment`) instead of per sample in the loader's
+    workers; the train pipeline then ends at the cached prefix, so its hits are served
+    in the main process like validation's.
+    """
 
     enabled: bool = True
+    on_device: bool = False
     hflip_p: float = Field(0.5, ge=0.0, le=1.0)
     rotate_limit: float = Field(5.0, ge=0.0, le=90.0)
     scale_limit: float = Field(0.1, ge=0.0, le=1.0)
+    translate_limit: float = Field(0.0, ge=0.0, le=0.5)  # a fraction of width and height
     affine_p: float = Field(0.5, ge=0.0, le=1.0)
     color_jitter_p: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -6,6 +6,12 @@ and budget, ``data.<split>.cache`` overrides) and a
 inject its ``DistributedSampler`` under DDP. All ranks of a node share one store
 namespace per split (derived from the run id in the environment), so a node holds
 each entry once.
+
+With the device tier on (``cache.gpu``: ``auto`` on a CUDA device, ``on`` anywhere),
+the validation loader is a :class:`~adaptive_cache.device_loader.DeviceCachedLoader`:
+its batches are kept on the model's device and later epochs skip the DataLoader. It
+is not a DataLoader, so under DDP the datamodule gives the inner loader its
+``DistributedSampler`` itself (without shuffling, as Lightning would).
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from torch.utils.data.distributed import DistributedSampler
 
+from adaptive_cache.device import DeviceBatchCache
+from adaptive_cache.device_loader import DeviceCachedLoader, device_for
 from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.loader import CacheDataset, CacheLoader, preload
 from training.config import Config
@@ -59,6 +69,8 @@ class OcrDataModule(pl.LightningDataModule):
         self.caches: dict[str, AdaptiveCache] = {}
         self._preloaded: set[str] = set()
         self._loaders: dict[str, CacheLoader] = {}
+        #: Device tiers by split (validation only), created with the first loader.
+        self.device_caches: dict[str, DeviceBatchCache] = {}
 
     def cache(self, split: str) -> AdaptiveCache:
         """The split's cache, created on first use."""
@@ -96,13 +108,23 @@ class OcrDataModule(pl.LightningDataModule):
                 )
                 log.info("%s: preloaded %d samples; %s", split, n, cache.stats().summary())
 
-    def loader(self, split: str, *, shuffle: bool | None = None) -> CacheLoader:
+    def loader(
+        self, split: str, *, shuffle: bool | None = None, distributed: bool = False
+    ) -> CacheLoader:
+        """The split's CacheLoader; ``distributed``: with this rank's DistributedSampler."""
         d = self.config.data
         workers = d.num_workers
+        shuffle = (split == "train") if shuffle is None else shuffle
+        dataset = CacheDataset(self.cache(split))
+        sampler = None
+        if distributed:
+            kwargs = self.trainer.distributed_sampler_kwargs or {}
+            sampler = DistributedSampler(dataset, shuffle=shuffle, **kwargs)
         return CacheLoader(
-            CacheDataset(self.cache(split)),
+            dataset,
             batch_size=d.batch_size,
-            shuffle=(split == "train") if shuffle is None else shuffle,
+            shuffle=None if sampler is not None else shuffle,
+            sampler=sampler,
             drop_last=split == "train" and len(self.cache(split).pipeline) > d.batch_size,
             num_workers=workers,
             collate_fn=collate,
@@ -110,11 +132,51 @@ class OcrDataModule(pl.LightningDataModule):
             persistent_workers=d.persistent_workers and workers > 0,
         )
 
+    def _model_device(self) -> torch.device | None:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else None
+
+    def device_loader(self, split: str = "val") -> CacheLoader | DeviceCachedLoader:
+        """The split's loader behind its device tier when ``cache.gpu`` turns it on.
+
+        Raises:
+            ValueError: ``cache.gpu=on`` for a split with a random stage.
+        """
+        cfg = self.config.cache_for(split)
+        cache = self.cache(split)
+        device = device_for(
+            cfg.gpu,
+            pipeline=cache.pipeline,
+            shuffle=False,
+            device=self._model_device(),
+            what=f"data.{split}.cache.gpu",
+        )
+        if device is None:
+            return self.loader(split, shuffle=False)
+        trainer = getattr(self, "trainer", None)
+        distributed = trainer is not None and trainer.world_size > 1
+        if split not in self.device_caches:
+            self.device_caches[split] = DeviceBatchCache(
+                device,
+                share=cfg.gpu_share,
+                watermarks=cfg.watermarks,
+                probe_interval_s=cfg.probe_interval_s,
+                name=split,
+            )
+            log.info(
+                "%s: device tier on %s (at most %.0f%% of free memory)",
+                split,
+                device,
+                100 * cfg.gpu_share,
+            )
+        loader = self.loader(split, shuffle=False, distributed=distributed)
+        return DeviceCachedLoader(loader, self.device_caches[split])
+
     def train_dataloader(self) -> CacheLoader:
         return self.loader("train")
 
-    def val_dataloader(self) -> CacheLoader:
-        return self.loader("val")
+    def val_dataloader(self) -> CacheLoader | DeviceCachedLoader:
+        return self.device_loader("val")
 
     def predict_dataloader(self) -> CacheLoader:
         return self.loader("val", shuffle=False)
@@ -125,6 +187,9 @@ class OcrDataModule(pl.LightningDataModule):
 
     def close(self) -> None:
         """Release every cache (node-shared memory is removed by its owner)."""
+        for device_cache in self.device_caches.values():
+            device_cache.clear()
+        self.device_caches.clear()
         for cache in self.caches.values():
             cache.close()
         self.caches.clear()

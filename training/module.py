@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,10 @@ class DBNetModule(pl.LightningModule):
             dict, as stored in a checkpoint's hyperparameters).
         optim_cfg: AdamW and schedule settings (an ``OptimConfig`` or its dict).
         channels_last: use the channels-last memory format on CUDA (ignored on CPU).
+        augment: a batched random stage for training batches, run on the device before
+            normalisation (``data.augment.on_device``:
+            :class:`~training.data.device_augment.DeviceAugment`); called as
+            ``augment(batch, epoch=, batch_idx=, rank=)``. Not saved in checkpoints.
 
     Example:
         >>> module = DBNetModule(ModelConfig(), OptimConfig())
@@ -67,8 +71,11 @@ class DBNetModule(pl.LightningModule):
         optim_cfg: OptimConfig | Mapping[str, Any],
         *,
         channels_last: bool = False,
+        augment: Callable[..., dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        self.augment = augment
+        self._augment_batches = 0  # training batches augmented this epoch (seeds the next)
         self.model_cfg = ModelConfig.model_validate(
             model_cfg.model_dump() if isinstance(model_cfg, ModelConfig) else dict(model_cfg)
         )
@@ -102,8 +109,20 @@ class DBNetModule(pl.LightningModule):
             # Module.to keeps the memory format when it later moves the weights to the GPU.
             self.model.to(memory_format=torch.channels_last)
 
+    def on_train_epoch_start(self) -> None:
+        self._augment_batches = 0
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Cast and normalise the uint8 image where it now lives (the device)."""
+        """Augment training batches (with ``augment``), then cast and normalise the uint8
+        image where it now lives (the device)."""
+        if self.augment is not None and self._trainer is not None and self.trainer.training:
+            batch = self.augment(
+                batch,
+                epoch=self.current_epoch,
+                batch_idx=self._augment_batches,
+                rank=self.global_rank,
+            )
+            self._augment_batches += 1
         image = batch["image"]  # (B, 3, H, W) uint8
         if image.dtype != torch.uint8:
             raise TypeError(f"batch['image'] has dtype {image.dtype}; expected torch.uint8")

@@ -29,12 +29,14 @@ import torch
 from adaptive_cache.config import format_size
 from training.callbacks import (
     CacheStatsCallback,
+    DeviceTierCallback,
     EpochTimer,
     MetricsCallback,
     PeakMemory,
     SkippedSamples,
 )
 from training.config import Config
+from training.data.device_augment import DeviceAugment
 from training.datamodule import OcrDataModule, run_id
 from training.module import DBNetModule
 
@@ -257,9 +259,21 @@ def _train(config: Config, release: _Release) -> Path:
             save_last=True,
         ),
     ]
+    device_cb = DeviceTierCallback(dm.device_caches)
+    callbacks.append(device_cb)
     if exporter is not None:
         callbacks.append(MetricsCallback(exporter.training, timer))
-    module = DBNetModule(config.model, config.optim, channels_last=torch.cuda.is_available())
+    aug = config.data.augment
+    module = DBNetModule(
+        config.model,
+        config.optim,
+        channels_last=torch.cuda.is_available(),
+        augment=(
+            DeviceAugment(aug, config.data.thresh_min, seed=config.seed)
+            if aug.enabled and aug.on_device
+            else None
+        ),
+    )
     trainer = pl.Trainer(
         **_trainer_kwargs(config, precision),
         callbacks=callbacks,
@@ -300,6 +314,7 @@ def _train(config: Config, release: _Release) -> Path:
     summary["checkpoint"] = str(trainer.checkpoint_callback.best_model_path or "")
     for e in summary["epochs"]:
         e["skipped"] = skipped.records.get(e["epoch"], {})
+        e["device_tier"] = device_cb.records.get(e["epoch"], {})
     if exporter is not None:
         summary["metrics_url"] = "http://{}:{}/metrics".format(*exporter.address)
     path = run_dir / "summary.json"

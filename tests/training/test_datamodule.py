@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from training.config import CONFIG_DIR, load_config
 from training.data.synthetic import generate
@@ -65,5 +66,43 @@ def test_loaders_from_config_alone(synthetic, tmp_path, layout):
             assert all(len(p) > 0 for p in batch["polygons"])
             if layout == "icdar2015":
                 assert any(np.asarray(ig).any() for ig in batch["ignore"])  # ### parsed
+    finally:
+        dm.close()
+
+
+def test_validation_behind_the_device_tier(synthetic):
+    from adaptive_cache.device_loader import DeviceCachedLoader
+    from adaptive_cache.loader import CacheLoader
+
+    common = [f"data.root={synthetic}", "data.image_size=128", "data.batch_size=1"]
+    common += ["data.num_workers=0", "cache.store=local"]
+    # auto on a CPU: the batch already lives in host memory, so no device tier.
+    dm = OcrDataModule(load_config(common))
+    try:
+        assert isinstance(dm.val_dataloader(), CacheLoader) and not dm.device_caches
+    finally:
+        dm.close()
+    # on (here through the per-split alias of the spelling): the CPU as device.
+    dm = OcrDataModule(load_config([*common, "data.val.cache.tiers.gpu=on"]))
+    try:
+        plain = [b["image"].clone() for b in dm.loader("val", shuffle=False)]
+        val = dm.val_dataloader()
+        assert isinstance(val, DeviceCachedLoader) and val.cache.device.type == "cpu"
+        for epoch in range(3):
+            got = []
+            for batch in val:
+                got.append(batch["image"].clone())
+                batch["image"] = batch["image"].float()  # as the module's hook does
+            assert [torch.equal(a, b) for a, b in zip(got, plain, strict=True)] == [True] * 2
+            held = {"device_batches": 2 * (epoch > 0), "loader_batches": 2 * (epoch == 0)}
+            assert val.last_epoch == held
+        assert dm.device_caches["val"].stats().hits == 4
+    finally:
+        dm.close()
+    # A forced device tier over the random train split fails with the stage's name.
+    dm = OcrDataModule(load_config([*common, "data.train.cache.gpu=on"]))
+    try:
+        with pytest.raises(ValueError, match=r"data\.train\.cache\.gpu=on.*'augment'"):
+            dm.device_loader("train")
     finally:
         dm.close()

@@ -203,3 +203,51 @@ def test_hyperparameters_are_plain_dicts():
     assert module.hparams["optim_cfg"]["lr"] == 1e-3
     assert module.hparams["channels_last"] is True
     assert all(type(v) in (dict, bool) for v in module.hparams.values())
+
+
+class _RecordingAugment:
+    """The real device augment, recording where it was called from."""
+
+    def __init__(self) -> None:
+        from training.config import AugmentConfig
+        from training.data.device_augment import DeviceAugment
+
+        self.inner = DeviceAugment(
+            AugmentConfig(hflip_p=1.0, affine_p=0.0, color_jitter_p=0.0), 0.3, seed=0
+        )
+        self.calls: list[tuple[int, int, int, torch.dtype]] = []
+        self.images: list[torch.Tensor] = []
+
+    def __call__(self, batch, *, epoch, batch_idx, rank):
+        self.calls.append((epoch, batch_idx, rank, batch["image"].dtype))
+        out = self.inner(batch, epoch=epoch, batch_idx=batch_idx, rank=rank)
+        self.images.append(out["image"].clone())
+        return out
+
+
+def test_device_augment_runs_on_training_batches_before_normalisation():
+    pl.seed_everything(0, verbose=False)
+    augment = _RecordingAugment()
+    module = DBNetModule(
+        ModelConfig(backbone="mobilenet_small", neck_channels=16), OptimConfig(), augment=augment
+    )
+    samples = [make_sample(i) for i in range(4)]
+    train = DataLoader(samples, batch_size=2, collate_fn=collate)
+    val = DataLoader([make_sample(10)], batch_size=1, collate_fn=collate)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        precision="32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train, val)
+    # Training batches only (not the sanity check nor validation), seeded per epoch and
+    # batch, and still uint8: the module normalises after the augmentation.
+    assert augment.calls == [(e, k, 0, torch.uint8) for e in (0, 1) for k in (0, 1)]
+    first = collate(samples[:2])["image"]
+    assert torch.equal(augment.images[0], first.flip(-1))  # hflip_p=1
+    # Without an augment (inference, or the CPU suffix), the hook only normalises.
+    assert small_module().augment is None

@@ -93,6 +93,26 @@ def test_cached_and_uncached_runs_give_the_same_losses(cached_run, tmp_path):
         assert a["hmean"] == pytest.approx(b["hmean"], abs=1e-9)
 
 
+def test_device_tier_and_device_suffix_change_no_result(tmp_path):
+    # The train suffix on the device (here the CPU) and validation batches kept by the
+    # device tier (forced on: on a CPU ``auto`` is off) against the same run without
+    # the tier: the same losses and hmean, and epoch 1 validates without a DataLoader.
+    runs = {}
+    for tier in ("on", "off"):
+        os.environ.pop("ADAPTIVE_CACHE_RUN_ID", None)
+        extra = ("data.augment.on_device=true", f"cache.gpu={tier}", f"run_name=gpu-{tier}")
+        runs[tier] = json.loads(train(load_config(_overrides(tmp_path, *extra))).read_text())
+    on, off = runs["on"], runs["off"]
+    assert on["epochs"][1]["device_tier"]["val"]["hits"] == 1  # 4 val receipts, batch 4
+    assert on["epochs"][1]["device_tier"]["val"]["misses"] == 0
+    assert off["epochs"][1]["device_tier"] == {}
+    assert on["epochs"][1]["cache"]["by_tier"]["tensor"]["items"] == 12  # no suffix in workers
+    for a, b in zip(on["epochs"], off["epochs"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6, abs=1e-7)
+        assert a["hmean"] == pytest.approx(b["hmean"], abs=1e-9)
+
+
 def test_predictions_file_reproduces_validation_hmean(cached_run, tmp_path):
     tmp, summary, _ = cached_run
     ckpt = Path(summary["checkpoint"])
@@ -151,3 +171,28 @@ def test_ddp_two_ranks_share_the_node_cache(tmp_path):
     assert second["hit_ratio"] == 1.0
     # Held once per node: 8 train samples, not 16.
     assert second["by_tier"]["tensor"]["items"] == 8
+
+
+@pytest.mark.slow
+def test_ddp_validation_behind_the_device_tier(tmp_path):
+    # Not a DataLoader, so Lightning injects no sampler: the datamodule gives each rank
+    # its DistributedSampler (no shuffle); each rank holds its own half on its device.
+    env = {k: v for k, v in os.environ.items() if k != "ADAPTIVE_CACHE_RUN_ID"}
+    extra = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    extra += ("data.num_workers=0", "cache.gpu=on", "data.augment.on_device=true")
+    extra += ("data.batch_size=2",)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", *_overrides(tmp_path, *extra)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1].removeprefix("summary: "))
+    summary = json.loads(path.read_text())
+    tier = summary["epochs"][1]["device_tier"]["val"]
+    # 2 of the 4 receipts per rank: one batch (two batches without the sampler).
+    assert (tier["hits"], tier["misses"], tier["items"]) == (1, 0, 1)
+    assert 0.0 <= summary["epochs"][1]["hmean"] <= 1.0

@@ -103,7 +103,8 @@ def build_pipeline(
         PackStage(),
     ]
     if transform is None:
-        augment = split == "train" and data.augment.enabled
+        # On the device, the suffix runs on whole batches after the transfer.
+        augment = split == "train" and data.augment.enabled and not data.augment.on_device
         transform = augment_compose(data.augment, data.thresh_min) if augment else A.Compose([])
     prefix, suffix = split_compose(transform)
     if prefix.transforms:

@@ -26,6 +26,10 @@ from training.data.db_targets import background_fill
 
 _NOT_UINT8 = (A.Normalize, A.ToFloat)
 
+# RandomBrightnessContrast of the training suffix (the device suffix uses the same).
+BRIGHTNESS_LIMIT = 0.2
+CONTRAST_LIMIT = 0.2
+
 
 def split_compose(compose: A.Compose) -> tuple[A.Compose, A.Compose]:
     """Split a ``Compose`` at its first random transform, for the OCR pipeline.
@@ -81,11 +85,15 @@ def augment_compose(augment: AugmentConfig, thresh_min: float) -> A.Compose:
     transforms: list[A.BasicTransform] = []
     if augment.hflip_p > 0:
         transforms.append(A.HorizontalFlip(p=augment.hflip_p))
-    if augment.affine_p > 0 and (augment.rotate_limit > 0 or augment.scale_limit > 0):
+    if augment.affine_p > 0 and (
+        augment.rotate_limit > 0 or augment.scale_limit > 0 or augment.translate_limit > 0
+    ):
+        t = augment.translate_limit
         transforms.append(
             A.Affine(
                 rotate=(-augment.rotate_limit, augment.rotate_limit),
                 scale=(1.0 - augment.scale_limit, 1.0 + augment.scale_limit),
+                **({"translate_percent": (-t, t)} if t > 0 else {}),
                 interpolation=cv2.INTER_LINEAR,
                 mask_interpolation=cv2.INTER_NEAREST,
                 border_mode=cv2.BORDER_CONSTANT,
@@ -100,7 +108,9 @@ def augment_compose(augment: AugmentConfig, thresh_min: float) -> A.Compose:
         # image here against 0.5 ms (a lookup table).
         transforms.append(
             A.RandomBrightnessContrast(
-                brightness_limit=0.2, contrast_limit=0.2, p=augment.color_jitter_p
+                brightness_limit=BRIGHTNESS_LIMIT,
+                contrast_limit=CONTRAST_LIMIT,
+                p=augment.color_jitter_p,
             )
         )
     return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
