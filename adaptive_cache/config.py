@@ -66,6 +66,11 @@ def format_size(n: float) -> str:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+def _masked(url: str) -> str:
+    # The password of a URL never reaches a message.
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def _yaml_switch(value: Any) -> Any:
     # YAML 1.1 (and so OmegaConf dot-lists) reads on/off as booleans.
     if value is True:
@@ -109,6 +114,12 @@ class CacheConfig(_Strict):
 
     With nothing set the cache sizes itself from measured headroom and decides per
     sample which tier to keep.
+
+    Levels: ``store`` is the top level (``shm`` memory by default). With ``store``
+    ``shm`` or ``local``, ``disk_dir`` adds a persistent disk level below memory and
+    ``redis_url`` a shared Redis level below that (memory -> disk -> Redis). With
+    ``store: disk`` or ``store: redis`` the cache is that one store, as before, with no
+    levels (``redis_url`` beside ``store: disk`` is refused).
     """
 
     policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
@@ -128,23 +139,51 @@ class CacheConfig(_Strict):
     replace_margin: float = Field(1.25, ge=1.0)
     probe_interval_s: float = Field(0.25, ge=0.0)
     shm_dir: str = "/dev/shm"
+    #: ``store: disk``: the store's directory; ``store: shm|local``: the disk level's.
     disk_dir: str | None = None
+    #: Disk level budget per node; ``None``: ``disk_free_share`` of the file system's
+    #: free space (plus what the level holds), re-read every few seconds.
+    disk_max_bytes: Size | None = None
+    disk_free_share: float = Field(0.5, gt=0.0, le=1.0)
+    #: ``store: redis``: the store; ``store: shm|local``: the shared Redis level.
     redis_url: str | None = None
     redis_timeout_s: float = Field(2.0, gt=0.0)
+    #: What one node may write to the Redis level; ``None``: no budget of ours (the
+    #: server's ``maxmemory`` and eviction policy bound it; an entry it evicts is a miss).
+    redis_max_bytes: Size | None = None
+    #: Time to live of a claim on a build (so two nodes do not build one sample at
+    #: once); a claim whose holder died expires after it. 0: no claims.
+    redis_claim_s: float = Field(30.0, ge=0.0)
+    #: Compress entries below memory (zstd): ``auto`` decides per level and tier from
+    #: measured (de)compression time and ratio; ``on``/``off`` always/never.
+    compress: Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)] = "auto"
 
     @model_validator(mode="after")
     def _store_needs(self) -> CacheConfig:
         if self.store == "disk" and not self.disk_dir:
             raise ValueError("store 'disk' needs disk_dir (a directory for the persistent cache)")
-        if self.store == "redis":
-            if not self.redis_url:
-                raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
-            if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(
-                    "redis_url must start with redis://, rediss:// or unix://, "
-                    f"got {self.redis_url!r}"
-                )
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                "redis_url must start with redis://, rediss:// or unix://, "
+                f"got {_masked(self.redis_url)!r}"
+            )
+        if self.store == "disk" and self.redis_url:
+            raise ValueError(
+                "store 'disk' is the single-store choice; for memory -> disk -> Redis "
+                "levels use store 'shm' with disk_dir and redis_url"
+            )
         return self
+
+    @property
+    def levels(self) -> list[str]:
+        """The levels below the top store, fastest first (``disk``, ``redis``)."""
+        if self.store not in ("shm", "local"):
+            return []
+        return [name for name, on in (("disk", self.disk_dir), ("redis", self.redis_url)) if on]
 
     def tier_mode(self, tier: str) -> TierMode:
         return self.tiers.get(tier, TierMode.auto)

@@ -33,6 +33,8 @@ class WorkOrder:
         write: ``(tier, key)`` pairs to write once computed (the owner admits or
             withdraws them when the report comes back).
         prefix_only: stop after the deterministic prefix (preloading).
+        place: where a leveled store also writes the ``write`` tiers below memory
+            (:class:`~adaptive_cache.levels.Placement`; ``None``: memory only).
     """
 
     index: int
@@ -40,6 +42,7 @@ class WorkOrder:
     lookup: tuple[tuple[str, str], ...] = ()
     write: tuple[tuple[str, str], ...] = ()
     prefix_only: bool = False
+    place: Any = None  # levels
 
 
 @dataclass
@@ -58,6 +61,7 @@ class WorkReport:
     written: dict[str, tuple[str, int]] = field(default_factory=dict)
     payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     store_errors: int = 0
+    levels: Any = None  # levels: a LevelTrace of what happened below memory
 
 
 def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[Sample, WorkReport]:
@@ -73,6 +77,9 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     t0 = time.perf_counter()
     missed: list[str] = []
     corrupt: list[tuple[str, str]] = []
+    track = getattr(store, "track", None)  # levels: the store records what it does below memory
+    if track is not None:
+        report.levels = track(order, report.timings)
     if store is not None:
         for tier, key in order.lookup:
             try:

@@ -1,0 +1,533 @@
+"""LevelLedger: the owner's accounting of the levels below memory.
+
+The engine keeps governing memory with its own ledger and policy; this object does
+the same for each lower level, with the level's own budget, its own ``auto`` policy
+(its own worth threshold) and its own cost model. The engine calls it at a few
+points (each one line in :mod:`adaptive_cache.engine`):
+
+* ``wants`` / ``place`` when it makes a work order: a tier memory declined is still
+  written if a lower level wants it; the :class:`~adaptive_cache.levels.store.Placement`
+  says which levels, and raw or compressed;
+* ``on_report`` / ``admit`` when a report comes back: hits per level, read and
+  compression timings, promotions handed to memory's admission, and each entry
+  written below memory admitted by that level's policy or withdrawn;
+* ``evicted`` when memory evicts (budget, pressure, replaced): the entry is demoted to
+  each level that wants it and does not hold it yet (it is read from memory first);
+* ``in_place`` / ``served`` for raw final-tier entries of a level that maps its files
+  (disk), which the owner serves where the batch is consumed, as memory hits are.
+
+A level's worth of an entry is ``(rebuild - read - decompress) / stored bytes``: a
+lower hit costs a read, not a rebuild, so each level ranks entries by what it really
+saves. Promotion is offered to memory's policy with the entry's rebuild seconds, the
+same measure every memory candidate has, so memory's ranking stays one knapsack and a
+promoted entry replaces a held one only when it is worth clearly more (no ping-pong).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterable
+
+from adaptive_cache.config import CacheConfig, format_size
+from adaptive_cache.levels import frame as fr
+from adaptive_cache.levels.cost import LevelCost
+from adaptive_cache.levels.store import MEMORY, Level, LeveledStore, LevelTrace, Placement
+from adaptive_cache.pipeline import Pipeline
+from adaptive_cache.policies import EntryInfo, make_policy
+from adaptive_cache.stats import CacheStats, LevelStats
+from adaptive_cache.stores.base import StoreError
+
+log = logging.getLogger(__name__)
+
+UNBOUNDED = 1 << 62
+_BUDGET_EVERY_S = 5.0  # how often a disk budget re-reads the file system's free space
+_PROBE_EVERY = 32  # ... but one in this many is still tried in place, to notice a change
+_MIN_SAVING_S = 1e-9
+#: Share of the time between hits served in place that promotions may take.
+PROMOTE_SHARE = 0.2
+_PACE_CAP_S = 0.05  # credit never exceeds this (a pause does not buy a burst)
+
+
+def local_rank() -> int:
+    """This process's rank on its node (``LOCAL_RANK``, set by torchrun and Lightning)."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return 0
+
+
+class _Book:
+    """Accounting of one level: held entries, bytes, budget, policy, costs, stats."""
+
+    def __init__(self, level: Level, config: CacheConfig, stats: LevelStats) -> None:
+        self.level = level
+        self.name = level.name
+        self.policy = make_policy("auto", replace_margin=config.replace_margin)
+        self.cost = LevelCost(config.compress)
+        self.stats = stats
+        self.held: dict[str, EntryInfo] = {}
+        self.rebuild: dict[str, float] = {}  # rebuild seconds of held keys
+        self.codecs: dict[str, int] = {}
+        self.raw: dict[str, int] = {}
+        self.used = 0
+        self.budget = 0
+        self.budget_at = -1e18
+        self.slow_hits = 0
+
+
+class LevelLedger:
+    """Owner-side accounting of every level below memory (see the module docstring).
+
+    Args:
+        store: the cache's leveled store.
+        pipeline: the pipeline served (keys for adoption, tier ends).
+        config: ``disk_max_bytes``, ``disk_free_share``, ``redis_max_bytes``,
+            ``compress``, ``replace_margin``.
+        tiers: the tiers the cache keeps.
+        stats: the engine's statistics; each level counts into ``stats.levels``.
+        share: processes of the node sharing the levels (each gets its share).
+        clock: monotonic clock (budget refresh).
+        promote: ``promote(info, data) -> admitted``: offers an entry served in place
+            from a lower level to memory's policy (the engine's admission).
+    """
+
+    def __init__(
+        self,
+        store: LeveledStore,
+        pipeline: Pipeline,
+        config: CacheConfig,
+        *,
+        tiers: Iterable[str],
+        stats: CacheStats,
+        share: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        promote: Callable[[EntryInfo, memoryview], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.config = config
+        self.tiers = list(tiers)
+        self.stats = stats
+        self.share = max(1, int(share))
+        self.clock = clock
+        self.population = max(1, len(pipeline))
+        self.books = [_Book(lv, config, stats.level(lv.name)) for lv in store.levels]
+        self._by_name = {b.name: b for b in self.books}
+        for book in self.books:
+            book.policy.set_population(self.population)
+            self._refresh_budget(book, force=True)
+        self._seen: dict[str, tuple[int, float]] = {}  # key -> (raw bytes, rebuild s)
+        self._tier_avg: dict[str, tuple[float, float]] = {}
+        self._declined: str | None = None
+        self._promote = promote
+        self._credit = 0.0  # seconds promotions may still take (see served)
+        self._last_served: float | None = None
+
+    # ------------------------------------------------------------------ budgets
+
+    def _refresh_budget(self, book: _Book, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - book.budget_at < _BUDGET_EVERY_S:
+            return
+        book.budget_at = now
+        cfg = self.config
+        if book.name == "disk":
+            if cfg.disk_max_bytes is not None:
+                node = cfg.disk_max_bytes
+            else:
+                directory = getattr(book.level.store, "directory", None)
+                try:
+                    st = os.statvfs(directory) if directory is not None else None
+                except OSError:
+                    st = None
+                free = st.f_bavail * st.f_frsize if st is not None else 0
+                node = int(cfg.disk_free_share * (free + book.used * self.share))
+        else:
+            node = cfg.redis_max_bytes if cfg.redis_max_bytes is not None else UNBOUNDED
+        book.budget = node // self.share
+        book.stats.budget_bytes = book.budget
+        if book.used > book.budget:
+            self._shrink(book, book.used - book.budget)
+
+    def _shrink(self, book: _Book, nbytes: int) -> None:
+        freed = 0
+        while freed < nbytes and book.held:
+            key = book.policy.victim()
+            if key is None or key not in book.held:
+                break
+            freed += book.held[key].nbytes
+            self._evict(book, key, "budget")
+
+    # ------------------------------------------------------------------ adoption
+
+    def adopt(self) -> None:
+        """Adopt the valid entries of the persistent node-local levels; delete stale ones.
+
+        Keys cover the sample, its file's identity and every stage up to the tier, so
+        an entry whose key the pipeline no longer makes is stale (a changed file or
+        stage) and is deleted, never served. With several ranks on the node each
+        adopts its share of the keys (by hash). The shared Redis level adopts nothing:
+        other nodes write to it too, and its entries are found by lookup.
+        """
+        books = [b for b in self.books if b.name == "disk"]
+        if not books:
+            return
+        valid: dict[str, str] = {}
+        for index in range(len(self.pipeline)):
+            for tier, key in self.pipeline.keys(index, self.tiers).items():
+                valid[key] = tier
+        rank = local_rank() % self.share
+        for book in books:
+            stale = adopted = 0
+            try:
+                entries = list(book.level.store.entries())
+            except StoreError as exc:
+                log.warning("level %s: cannot list entries to adopt: %s", book.name, exc)
+                continue
+            for key, nbytes in entries:
+                tier = valid.get(key)
+                if tier is None:
+                    self._delete(book, key)
+                    book.stats.evictions["invalid"] += 1
+                    stale += 1
+                    continue
+                if self.share > 1 and zlib.crc32(key.encode()) % self.share != rank:
+                    continue
+                head = _head(book.level, key)
+                if head is None:
+                    self._delete(book, key)
+                    book.stats.evictions["invalid"] += 1
+                    stale += 1
+                    continue
+                self._insert(book, key, tier, nbytes, head.raw_len, head.seconds, head.codec)
+                adopted += 1
+            self._refresh_budget(book, force=True)
+            log.info(
+                "level %s: adopted %d entries (%s), deleted %d stale",
+                book.name,
+                adopted,
+                format_size(book.used),
+                stale,
+            )
+
+    # ------------------------------------------------------------------ orders
+
+    def _saving(self, book: _Book, tier: str, stored: float, raw: float, rebuild: float, z: bool):
+        read = book.cost.read_seconds(stored)
+        dec = book.cost.decompress_seconds(tier, raw) if z else 0.0
+        return max(rebuild - read - dec, _MIN_SAVING_S)
+
+    def _admissible(self, book: _Book, key: str, tier: str, raw: int, rebuild: float, codec: str):
+        z = codec != "raw"
+        stored = max(1, int(raw * book.cost.ratio(tier))) if z else raw + fr.FRAME
+        cand = EntryInfo(key, tier, stored, self._saving(book, tier, stored, raw, rebuild, z))
+        return book.policy.admit(cand, book.budget - book.used, book.budget)
+
+    def _codec(self, book: _Book, tier: str, rebuild: float, *, issue: bool = False) -> str:
+        return book.cost.codec(tier, rebuild, self.population, book.budget, issue=issue)
+
+    def wants(self, cand: EntryInfo, keys: dict[str, str]) -> bool:
+        """Whether a lower level would keep ``cand``, a tier memory just declined.
+
+        ``keys`` are the sample's keys by tier: a level holding a deeper tier of the
+        sample wants no shallower one.
+        """
+        end = self.pipeline.tier_end(cand.tier)
+        for book in self.books:
+            if any(k in book.held and self.pipeline.tier_end(t) >= end for t, k in keys.items()):
+                continue
+            codec = self._codec(book, cand.tier, cand.seconds)
+            victims = self._admissible(book, cand.key, cand.tier, cand.nbytes, cand.seconds, codec)
+            if victims is not None:
+                self._declined = cand.key
+                return True
+        return False
+
+    def place(self, write: tuple[tuple[str, str], ...]) -> Placement | None:
+        """Where the order's written tier goes below memory (``None``: memory only)."""
+        declined, self._declined = self._declined, None
+        if not write:
+            return None
+        tier, key = write[0]
+        seen = self._seen.get(key) or self._tier_avg.get(tier)
+        levels = []
+        for book in self.books:
+            if key in book.held:
+                continue
+            raw, rebuild = (int(seen[0]), seen[1]) if seen else (0, 0.0)
+            codec = self._codec(book, tier, rebuild)
+            if seen is None or self._admissible(book, key, tier, raw, rebuild, codec) is not None:
+                levels.append((book.name, self._codec(book, tier, rebuild, issue=True)))
+        promote = key != declined
+        if not levels and promote:
+            return None
+        return Placement(tuple(levels), self.pipeline.tier_end(tier), promote)
+
+    # ------------------------------------------------------------------ reports
+
+    def on_report(self, report) -> None:
+        """Count what a report says happened below memory; hand promotions to memory."""
+        t = report.levels
+        if not isinstance(t, LevelTrace):
+            return
+        corrupt = {k for _, k in report.corrupt}
+        for tier, (key, nbytes) in t.promoted.items():
+            if key not in corrupt:
+                report.written.setdefault(tier, (key, nbytes))
+        if report.hit_key is not None:
+            where = t.answered.get(report.hit_key)
+            if where not in (None, MEMORY) and where in self._by_name:
+                self._by_name[where].stats.hits += 1
+        for name, stored, raw, read_s, dec_s in t.reads:
+            book = self._by_name.get(name)
+            if book is not None:
+                book.cost.observe_read(stored, raw, read_s, dec_s)
+                book.stats.read_bytes += stored
+                book.stats.read_seconds += read_s + dec_s
+        for name, tier, raw, comp, c_s, d_s in t.trials:
+            book = self._by_name.get(name)
+            if book is not None:
+                book.cost.observe_trial(tier, raw, comp, c_s, d_s)
+        for name, key in t.corrupt:
+            self._drop(name, key)
+        for _, key in report.corrupt:  # a valid frame around a corrupt sample
+            where = t.answered.get(key)
+            if where not in (None, MEMORY):
+                self._drop(where, key)
+        self.stats.store_errors += t.errors
+
+    def admit(self, info: EntryInfo, report, admitted: bool) -> None:
+        """Admit or withdraw what the report wrote below memory for ``info`` (a measured tier)."""
+        self._seen[info.key] = (info.nbytes, info.seconds)
+        avg = self._tier_avg.get(info.tier)
+        self._tier_avg[info.tier] = (
+            (float(info.nbytes), info.seconds)
+            if avg is None
+            else (avg[0] + 0.2 * (info.nbytes - avg[0]), avg[1] + 0.2 * (info.seconds - avg[1]))
+        )
+        t = report.levels
+        if not isinstance(t, LevelTrace):
+            return
+        promoted = t.promoted.get(info.tier)
+        if admitted and promoted is not None and promoted[0] == info.key:
+            where = t.answered.get(info.key)
+            if where in self._by_name:
+                self._by_name[where].stats.promotions += 1
+        for key, tier, name, stored, raw, codec in t.placed:
+            book = self._by_name.get(name)
+            if key != info.key or book is None:
+                continue
+            book.cost.observe_write(tier, raw)
+            self._offer(book, key, tier, stored, raw, info.seconds, codec, written=True)
+
+    def _offer(
+        self,
+        book: _Book,
+        key: str,
+        tier: str,
+        stored: int,
+        raw: int,
+        rebuild: float,
+        codec: int,
+        *,
+        written: bool,
+    ) -> bool:
+        self._refresh_budget(book)
+        if key in book.held:
+            self._evict(book, key, "replaced", delete=False)  # rewritten: count it anew
+        saving = self._saving(book, tier, stored, raw, rebuild, codec != fr.RAW)
+        cand = EntryInfo(key, tier, stored, saving)
+        victims = book.policy.admit(cand, book.budget - book.used, book.budget)
+        if victims is None or stored > book.budget:
+            if written:
+                self._delete(book, key)
+            return False
+        for victim in victims:
+            self._evict(book, victim, "replaced")
+        self._insert(book, key, tier, stored, raw, rebuild, codec)
+        book.stats.insertions += 1
+        return True
+
+    def _insert(
+        self, book: _Book, key: str, tier: str, stored: int, raw: int, rebuild: float, codec: int
+    ) -> None:
+        saving = self._saving(book, tier, stored, raw, rebuild, codec != fr.RAW)
+        info = EntryInfo(key, tier, stored, saving)
+        book.held[key] = info
+        book.rebuild[key] = rebuild
+        book.codecs[key] = codec
+        book.raw[key] = raw
+        book.used += stored
+        book.policy.on_insert(info)
+        s = book.stats
+        s.bytes += stored
+        s.raw_bytes += raw
+        s.items += 1
+        s.compressed_items += codec != fr.RAW
+
+    def _evict(self, book: _Book, key: str, reason: str, *, delete: bool = True) -> None:
+        info = book.held.pop(key, None)
+        if info is None:
+            return
+        book.used -= info.nbytes
+        book.policy.on_remove(key)
+        book.rebuild.pop(key, None)
+        codec = book.codecs.pop(key, fr.RAW)
+        s = book.stats
+        s.evictions[reason] += 1
+        s.bytes -= info.nbytes
+        s.raw_bytes -= book.raw.pop(key, 0)
+        s.items -= 1
+        s.compressed_items -= codec != fr.RAW
+        if delete:
+            self._delete(book, key)
+
+    def _delete(self, book: _Book, key: str) -> None:
+        try:
+            book.level.store.delete(key)
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            log.debug("level %s: delete of %s failed: %s", book.name, key, exc)
+
+    def _drop(self, name: str, key: str) -> None:
+        book = self._by_name.get(name)
+        if book is None:
+            return
+        if key in book.held:
+            self._evict(book, key, "invalid")
+        else:
+            self._delete(book, key)
+            book.stats.evictions["invalid"] += 1
+
+    # ------------------------------------------------------------------ demotion
+
+    def evicted(self, info: EntryInfo, reason: str) -> None:
+        """Memory evicts ``info``: demote it to each level that wants it and lacks it."""
+        if reason == "invalid":
+            return  # the memory copy is bad or gone; a lower copy is checked when read
+        data = None
+        for book in self.books:
+            if info.key in book.held:
+                continue
+            rebuild = self._seen.get(info.key, (0, info.seconds))[1] or info.seconds
+            raw = info.nbytes
+            codec = self._codec(book, info.tier, rebuild)
+            if self._admissible(book, info.key, info.tier, raw, rebuild, codec) is None:
+                continue
+            codec = self._codec(book, info.tier, rebuild, issue=True)
+            if data is None:
+                try:
+                    data = self.store.memory.get(info.key)
+                except StoreError:
+                    data = None
+                if data is None:
+                    return
+            raw = memoryview(data).nbytes
+            if codec == "trial":
+                t0 = time.perf_counter()
+                body = fr.compress(data)
+                t1 = time.perf_counter()
+                fr.decompress(body, raw)
+                book.cost.observe_trial(
+                    info.tier, raw, len(body), t1 - t0, time.perf_counter() - t1
+                )
+                framed = fr.framed(body, fr.ZSTD, raw, rebuild)
+            else:
+                framed = fr.frame(data, zstd=codec == "zstd", seconds=rebuild)
+            try:
+                stored = book.level.store.put(info.key, framed)
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                log.debug("level %s: demotion of %s failed: %s", book.name, info.key, exc)
+                continue
+            z = fr.RAW if codec == "raw" else fr.ZSTD
+            if self._offer(book, info.key, info.tier, stored, raw, rebuild, z, written=True):
+                book.stats.demotions += 1
+
+    # ------------------------------------------------------------------ serving in place
+
+    def in_place(self, key: str) -> bool:
+        """Whether the owner may serve ``key`` from a mapped lower-level file."""
+        for book in self.books:
+            if not book.level.in_place or book.codecs.get(key, -1) != fr.RAW:
+                continue
+            if not book.cost.in_place_ok:
+                book.slow_hits += 1
+                return book.slow_hits % _PROBE_EVERY == 0
+            return True
+        return False
+
+    def served(self, key: str, seconds: float, buffer: memoryview) -> None:
+        """The owner served ``key`` in place from a lower level in ``seconds``.
+
+        It is then offered to memory (promotion). Copying it there costs about as much
+        as a few hits, so promotions are paced: they take at most ``PROMOTE_SHARE`` of
+        the wall time between hits served this way. A warm restart's first epoch runs
+        at close to the speed of a warm one while memory fills over a few epochs.
+        """
+        book = next((b for b in self.books if b.level.in_place and key in b.held), None)
+        if book is None:
+            return
+        nbytes = book.held[key].nbytes
+        book.stats.hits += 1
+        book.stats.read_bytes += nbytes
+        book.stats.read_seconds += seconds
+        book.cost.observe_in_place(nbytes, seconds)
+        if self._promote is None:
+            return
+        now = time.perf_counter()
+        if self._last_served is not None:
+            gap = min(now - self._last_served, _PACE_CAP_S)
+            self._credit = min(self._credit + PROMOTE_SHARE * gap, _PACE_CAP_S)
+        self._last_served = now
+        if self._credit <= 0:
+            return
+        page = getattr(self.store.memory, "page_size", 0)  # what memory will really hold
+        nbytes = -(-buffer.nbytes // page) * page if page > 0 else buffer.nbytes
+        info = EntryInfo(key, book.held[key].tier, nbytes, book.rebuild.get(key, 0.0))
+        if self._promote(info, buffer):
+            book.stats.promotions += 1
+            unmap = getattr(book.level.store, "unmap", None)
+            if unmap is not None:
+                unmap(key)  # memory serves it now: one mapped copy, not two
+        done = time.perf_counter()
+        self._credit -= done - now
+        self._last_served = done
+
+    def seconds(self, key: str) -> float | None:
+        """Rebuild seconds a lower level knows for ``key`` (a hit's saving)."""
+        for book in self.books:
+            s = book.rebuild.get(key)
+            if s is not None:
+                return s
+        return None
+
+    def deepest(self, keys: dict[str, str]) -> int:
+        """Stages covered by the deepest tier of a sample (``keys`` by tier) a level holds."""
+        return max((self.pipeline.tier_end(t) for t, k in keys.items() if self.holds(k)), default=0)
+
+    def holds(self, key: str) -> bool:
+        return any(key in book.held for book in self.books)
+
+    def bytes_held(self) -> dict[str, int]:
+        return {book.name: book.used for book in self.books}
+
+
+def _head(level: Level, key: str) -> fr.FrameInfo | None:
+    """The frame header of a disk entry, reading 64 bytes (not the entry)."""
+    directory = getattr(level.store, "directory", None)
+    if directory is None:
+        return None
+    try:
+        fd = os.open(os.path.join(directory, key), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return fr.read_header(os.pread(fd, fr.FRAME, 0))
+    except (OSError, fr.FrameError):
+        return None
+    finally:
+        os.close(fd)
