@@ -122,6 +122,9 @@ class CacheConfig(_Strict):
     levels (``redis_url`` beside ``store: disk`` is refused).
     """
 
+    # A redis_url may carry a password: errors name the field and the problem, not the input.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
     policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
         "auto"
     )

@@ -150,6 +150,7 @@ class AdaptiveCache:
                 tiers=self.tiers,
                 stats=self._stats,
                 share=self._share,
+                clock=clock,
                 promote=self._promote,
             )
         if self.enabled:
@@ -455,8 +456,12 @@ class AdaptiveCache:
                     self._evict(other, "replaced")
         return True
 
-    def _promote(self, info: EntryInfo, data: bytes | memoryview) -> bool:
-        """levels: put an entry served from a lower level into memory if the policy admits it."""
+    def _promote(self, info: EntryInfo, data: bytes | memoryview | None) -> bool:
+        """levels: put an entry served from a lower level into memory if the policy admits it
+        (``data=None``: the policy only observes it)."""
+        if data is None:
+            self.policy.observe(info)
+            return False
         if not self._admit(info, data, written=False):
             return False
         if info.tier == self._final:

@@ -3,12 +3,15 @@
 A hit in a lower level saves the rebuild but costs a read (and a decompression when
 the entry is compressed); the level's worth of an entry is therefore
 ``(rebuild - read - decompress) / stored bytes``. Reads are timed where they happen
-(in DataLoader workers, reported back; in place in the owner) and smoothed per byte.
+(DataLoader workers report them) and fitted as ``fixed + per_byte * bytes`` (an
+exponentially weighted least-squares line: a small read is mostly its fixed cost, so
+seconds per byte alone would make small entries look slow).
 
 Compression (``cache.compress: auto``) is decided per tier from measurements: the
 first :data:`TRIALS` entries of a tier written to the level are compressed and timed
 (compression, decompression, size). Then, with ``s`` raw bytes, ratio ``rho``, read
-seconds per byte ``r`` and decompression seconds ``d``:
+seconds per byte ``r`` (the line's slope; 0 until reads of different sizes tell it)
+and decompression seconds ``d``:
 
 * if the tier's raw footprint fits the level's budget, what counts is seconds saved
   per entry: compress when ``r * rho * s + d < r * s`` (reading fewer bytes pays for
@@ -36,6 +39,42 @@ def _ema(old: float | None, new: float) -> float:
     return new if old is None else old + _EMA * (new - old)
 
 
+class ReadFit:
+    """Read seconds as ``fixed + per_byte * bytes``, exponentially weighted least squares."""
+
+    def __init__(self, decay: float = 0.98) -> None:
+        self.decay = decay
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+
+    def add(self, nbytes: float, seconds: float) -> None:
+        d = self.decay
+        self._w = d * self._w + 1.0
+        self._x = d * self._x + nbytes
+        self._y = d * self._y + seconds
+        self._xx = d * self._xx + nbytes * nbytes
+        self._xy = d * self._xy + nbytes * seconds
+
+    @property
+    def per_byte(self) -> float:
+        """The slope; 0 while the sizes read are too alike to tell it from the fixed cost."""
+        if self._w == 0:
+            return 0.0
+        mx = self._x / self._w
+        var = self._xx / self._w - mx * mx
+        if var <= (0.05 * mx) ** 2:
+            return 0.0
+        cov = self._xy / self._w - mx * self._y / self._w
+        return max(cov / var, 0.0)
+
+    def seconds(self, nbytes: float) -> float:
+        """Predicted seconds to read ``nbytes`` (0 before any read)."""
+        if self._w == 0:
+            return 0.0
+        b = self.per_byte
+        fixed = max(self._y / self._w - b * self._x / self._w, 0.0)
+        return fixed + b * nbytes
+
+
 @dataclass
 class _TierCodec:
     raw_bytes: float | None = None
@@ -54,7 +93,7 @@ class LevelCost:
 
     def __init__(self, compress: str = "auto") -> None:
         self.compress = compress
-        self.read_s_per_byte: float | None = None  # per stored byte
+        self.reads = ReadFit()  # seconds against stored bytes
         self.in_place_slow = 0.0  # smoothed share of in-place hits that were slow reads
         self._tiers: dict[str, _TierCodec] = {}
 
@@ -67,7 +106,7 @@ class LevelCost:
     def observe_read(self, stored: int, raw: int, read_s: float, decompress_s: float) -> None:
         """A read of ``stored`` bytes (``raw`` once decompressed, 0 s when raw)."""
         if stored > 0:
-            self.read_s_per_byte = _ema(self.read_s_per_byte, read_s / stored)
+            self.reads.add(stored, read_s)
         if decompress_s > 0 and raw > 0 and raw != stored:
             # Attributed to every tier: decompression speed depends on the library more
             # than on the tier.
@@ -104,7 +143,7 @@ class LevelCost:
             t.decompress_s_per_byte = _ema(t.decompress_s_per_byte, decompress_s / raw)
 
     def read_seconds(self, stored: float) -> float:
-        return (self.read_s_per_byte or 0.0) * stored
+        return self.reads.seconds(stored)
 
     def decompress_seconds(self, tier: str, raw: float) -> float:
         t = self._tiers.get(tier)
@@ -143,10 +182,9 @@ class LevelCost:
         if t is None or t.ratio is None or not t.raw_bytes:
             return False
         s, rho = t.raw_bytes, t.ratio
-        r = self.read_s_per_byte or 0.0
         d = (t.decompress_s_per_byte or 0.0) * s
         if s * max(population, 1) <= budget:
-            return r * rho * s + d < r * s
-        worth_raw = (rebuild_s - r * s) / s
-        worth_zstd = (rebuild_s - r * rho * s - d) / max(rho * s, 1.0)
+            return self.reads.per_byte * s * (1.0 - rho) > d
+        worth_raw = (rebuild_s - self.read_seconds(s)) / s
+        worth_zstd = (rebuild_s - self.read_seconds(rho * s) - d) / max(rho * s, 1.0)
         return worth_zstd > worth_raw

@@ -91,7 +91,8 @@ class LevelLedger:
         share: processes of the node sharing the levels (each gets its share).
         clock: monotonic clock (budget refresh).
         promote: ``promote(info, data) -> admitted``: offers an entry served in place
-            from a lower level to memory's policy (the engine's admission).
+            from a lower level to memory's policy (the engine's admission); with
+            ``data=None`` the policy only observes it (learns its worth).
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class LevelLedger:
         stats: CacheStats,
         share: int = 1,
         clock: Callable[[], float] = time.monotonic,
-        promote: Callable[[EntryInfo, memoryview], bool] | None = None,
+        promote: Callable[[EntryInfo, memoryview | None], bool] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -221,6 +222,7 @@ class LevelLedger:
         return max(rebuild - read - dec, _MIN_SAVING_S)
 
     def _admissible(self, book: _Book, key: str, tier: str, raw: int, rebuild: float, codec: str):
+        self._refresh_budget(book)  # rate-limited
         z = codec != "raw"
         stored = max(1, int(raw * book.cost.ratio(tier))) if z else raw + fr.FRAME
         cand = EntryInfo(key, tier, stored, self._saving(book, tier, stored, raw, rebuild, z))
@@ -483,11 +485,13 @@ class LevelLedger:
             gap = min(now - self._last_served, _PACE_CAP_S)
             self._credit = min(self._credit + PROMOTE_SHARE * gap, _PACE_CAP_S)
         self._last_served = now
-        if self._credit <= 0:
-            return
         page = getattr(self.store.memory, "page_size", 0)  # what memory will really hold
-        nbytes = -(-buffer.nbytes // page) * page if page > 0 else buffer.nbytes
+        size = memoryview(buffer).nbytes
+        nbytes = -(-size // page) * page if page > 0 else size
         info = EntryInfo(key, book.held[key].tier, nbytes, book.rebuild.get(key, 0.0))
+        if self._credit <= 0:
+            self._promote(info, None)  # memory's policy still learns what it could keep
+            return
         if self._promote(info, buffer):
             book.stats.promotions += 1
             unmap = getattr(book.level.store, "unmap", None)

@@ -219,6 +219,11 @@ class LeveledStore(Store):
                     t.promoted[tier] = (key, self.memory.put(key, payload))
                 except StoreError:
                     t.errors += 1
+            if tier is not None:
+                # Levels above the one that answered lack it: copy it there as placed
+                # (a Redis hit lands on the local disk, for next time and the next run).
+                above = [lv.name for lv in self.levels[: self.levels.index(level)]]
+                self._write_through(key, tier, payload, t, only=above, seconds=info.seconds)
         return payload
 
     def _claim_or_wait(self, key: str, t: LevelTrace) -> memoryview | bytes | None:
@@ -277,12 +282,22 @@ class LeveledStore(Store):
             if t is not None and tier is not None and (t.place.levels or t.claimed):
                 self._write_through(key, tier, data, t)
 
-    def _write_through(self, key: str, tier: str, data: bytes | memoryview, t: LevelTrace) -> None:
-        seconds = sum(t.timings[: t.place.end + 1])
+    def _write_through(
+        self,
+        key: str,
+        tier: str,
+        data: bytes | memoryview,
+        t: LevelTrace,
+        *,
+        only: list[str] | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        if seconds is None:
+            seconds = sum(t.timings[: t.place.end + 1])
         raw_len = memoryview(data).nbytes
         for name, codec in t.place.levels:
             level = self._by_name.get(name)
-            if level is None:
+            if level is None or (only is not None and name not in only):
                 continue
             if codec == "trial":
                 t0 = time.perf_counter()
