@@ -235,8 +235,13 @@ class LeveledStore(Store):
             return None
         try:
             if claim(key):
-                t.claimed.append(key)
-                return None  # ours to build; put() releases it
+                # Built and released between our miss and our claim? Then it is there now.
+                raw = level.store.get(key)  # type: ignore[union-attr]
+                if raw is None:
+                    t.claimed.append(key)
+                    return None  # ours to build; put() releases it
+                level.store.release(key)  # type: ignore[union-attr]
+                return self._read(level, key, t, raw)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             raw = level.store.wait(key)  # type: ignore[union-attr]
             t.waited_s += time.perf_counter() - t0
