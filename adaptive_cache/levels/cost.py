@@ -8,10 +8,10 @@ exponentially weighted least-squares line: a small read is mostly its fixed cost
 seconds per byte alone would make small entries look slow).
 
 Compression (``cache.compress: auto``) is decided per tier from measurements: the
-first :data:`TRIALS` entries of a tier written to the level are compressed and timed
-(compression, decompression, size). Then, with ``s`` raw bytes, ratio ``rho``, read
-seconds per byte ``r`` (the line's slope; 0 until reads of different sizes tell it)
-and decompression seconds ``d``:
+first :data:`TRIALS` entries of a tier written to the level are compressed and
+decompressed once to time both and measure the ratio (they are stored raw). Then,
+with ``s`` raw bytes, ratio ``rho``, read seconds per byte ``r`` (the line's slope;
+0 until reads of different sizes tell it) and decompression seconds ``d``:
 
 * if the tier's raw footprint fits the level's budget, what counts is seconds saved
   per entry: compress when ``r * rho * s + d < r * s`` (reading fewer bytes pays for
@@ -163,17 +163,16 @@ class LevelCost:
         :data:`TRIALS` trials are handed out per tier; until their results are back,
         entries are written raw (``on``: compressed).
         """
-        if self.compress == "off":
-            return "raw"
+        if self.compress != "auto":
+            self._tier(tier)
+            return "zstd" if self.compress == "on" else "raw"
         t = self._tier(tier)
         if t.trials < TRIALS:
             if t.issued < TRIALS:
                 if issue:
                     t.issued += 1
                 return "trial"
-            return "zstd" if self.compress == "on" else "raw"
-        if self.compress == "on":
-            return "zstd"
+            return "raw"
         return "zstd" if self.prefers_compressed(tier, rebuild_s, population, budget) else "raw"
 
     def prefers_compressed(self, tier: str, rebuild_s: float, population: int, budget: int) -> bool:

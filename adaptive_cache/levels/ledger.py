@@ -31,6 +31,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 
+from adaptive_cache import codec
 from adaptive_cache.config import CacheConfig, format_size
 from adaptive_cache.levels import frame as fr
 from adaptive_cache.levels.cost import LevelCost
@@ -47,7 +48,7 @@ _BUDGET_EVERY_S = 5.0  # how often a disk budget re-reads the file system's free
 _PROBE_EVERY = 32  # ... but one in this many is still tried in place, to notice a change
 _MIN_SAVING_S = 1e-9
 #: Share of the time between hits served in place that promotions may take.
-PROMOTE_SHARE = 0.2
+PROMOTE_SHARE = 0.1
 _PACE_CAP_S = 0.05  # credit never exceeds this (a pause does not buy a burst)
 
 
@@ -116,6 +117,8 @@ class LevelLedger:
         self.clock = clock
         self.population = max(1, len(pipeline))
         self.books = [_Book(lv, config, stats.level(lv.name)) for lv in store.levels]
+        stages = len(pipeline.stages)
+        self.final = next((t for t in self.tiers if pipeline.tier_end(t) == stages), None)
         self._by_name = {b.name: b for b in self.books}
         for book in self.books:
             book.policy.set_population(self.population)
@@ -126,6 +129,7 @@ class LevelLedger:
         self._promote = promote
         self._credit = 0.0  # seconds promotions may still take (see served)
         self._last_served: float | None = None
+        self._observed: set[str] = set()  # keys memory's policy has seen offered
 
     # ------------------------------------------------------------------ budgets
 
@@ -169,9 +173,11 @@ class LevelLedger:
 
         Keys cover the sample, its file's identity and every stage up to the tier, so
         an entry whose key the pipeline no longer makes is stale (a changed file or
-        stage) and is deleted, never served. With several ranks on the node each
-        adopts its share of the keys (by hash). The shared Redis level adopts nothing:
-        other nodes write to it too, and its entries are found by lookup.
+        stage) and is deleted, never served. Raw entries of the final tier are mapped
+        and decoded now (as memory does at admission), so the first epoch serves them in
+        place at full speed. With several ranks on the node each adopts its share of the
+        keys (by hash). The shared Redis level adopts nothing: other nodes write to it
+        too, and its entries are found by lookup.
         """
         books = [b for b in self.books if b.name == "disk"]
         if not books:
@@ -183,6 +189,7 @@ class LevelLedger:
         rank = local_rank() % self.share
         for book in books:
             stale = adopted = 0
+            t0 = time.perf_counter()
             try:
                 entries = list(book.level.store.entries())
             except StoreError as exc:
@@ -205,14 +212,27 @@ class LevelLedger:
                     continue
                 self._insert(book, key, tier, nbytes, head.raw_len, head.seconds, head.codec)
                 adopted += 1
+                if tier == self.final and head.codec == fr.RAW and book.level.in_place:
+                    self._map(key)
             self._refresh_budget(book, force=True)
             log.info(
-                "level %s: adopted %d entries (%s), deleted %d stale",
+                "level %s: adopted %d entries (%s) in %.2f s, deleted %d stale",
                 book.name,
                 adopted,
                 format_size(book.used),
+                time.perf_counter() - t0,
                 stale,
             )
+
+    def _map(self, key: str) -> None:
+        """Map and decode an adopted entry now, as memory does when it admits one: the
+        first epoch after a restart then serves it as fast as later ones."""
+        try:
+            view = self.store.view(key)
+            if view is not None and view.derived is None:
+                view.derived = codec.decode(view.buffer)
+        except (StoreError, codec.CodecError):
+            pass  # read (or found corrupt) by the general path when asked for
 
     # ------------------------------------------------------------------ orders
 
@@ -318,12 +338,12 @@ class LevelLedger:
             where = t.answered.get(info.key)
             if where in self._by_name:
                 self._by_name[where].stats.promotions += 1
-        for key, tier, name, stored, raw, codec in t.placed:
+        for key, tier, name, stored, raw, codec_id in t.placed:
             book = self._by_name.get(name)
             if key != info.key or book is None:
                 continue
             book.cost.observe_write(tier, raw)
-            self._offer(book, key, tier, stored, raw, info.seconds, codec, written=True)
+            self._offer(book, key, tier, stored, raw, info.seconds, codec_id, written=True)
 
     def _offer(
         self,
@@ -436,16 +456,14 @@ class LevelLedger:
                 book.cost.observe_trial(
                     info.tier, raw, len(body), t1 - t0, time.perf_counter() - t1
                 )
-                framed = fr.framed(body, fr.ZSTD, raw, rebuild)
-            else:
-                framed = fr.frame(data, zstd=codec == "zstd", seconds=rebuild)
+            framed = fr.frame(data, zstd=codec == "zstd", seconds=rebuild)
             try:
                 stored = book.level.store.put(info.key, framed)
             except StoreError as exc:
                 self.stats.store_errors += 1
                 log.debug("level %s: demotion of %s failed: %s", book.name, info.key, exc)
                 continue
-            z = fr.RAW if codec == "raw" else fr.ZSTD
+            z = fr.ZSTD if codec == "zstd" else fr.RAW
             if self._offer(book, info.key, info.tier, stored, raw, rebuild, z, written=True):
                 book.stats.demotions += 1
 
@@ -466,9 +484,11 @@ class LevelLedger:
         """The owner served ``key`` in place from a lower level in ``seconds``.
 
         It is then offered to memory (promotion). Copying it there costs about as much
-        as a few hits, so promotions are paced: they take at most ``PROMOTE_SHARE`` of
-        the wall time between hits served this way. A warm restart's first epoch runs
-        at close to the speed of a warm one while memory fills over a few epochs.
+        as a few hits, so promotions are paced: they take at most ``PROMOTE_SHARE``
+        (10%) of the wall time between hits served this way. A warm restart's first
+        epoch runs at close to the speed of a warm one while memory fills over a few
+        epochs (in a training loop, where a step takes far longer than a hit, memory
+        fills within the first epoch).
         """
         book = next((b for b in self.books if b.level.in_place and key in b.held), None)
         if book is None:
@@ -490,8 +510,11 @@ class LevelLedger:
         nbytes = -(-size // page) * page if page > 0 else size
         info = EntryInfo(key, book.held[key].tier, nbytes, book.rebuild.get(key, 0.0))
         if self._credit <= 0:
-            self._promote(info, None)  # memory's policy still learns what it could keep
+            if key not in self._observed:  # memory's policy still learns what it could keep
+                self._observed.add(key)
+                self._promote(info, None)
             return
+        self._observed.add(key)
         if self._promote(info, buffer):
             book.stats.promotions += 1
             unmap = getattr(book.level.store, "unmap", None)

@@ -11,8 +11,8 @@ long that took, what it wrote below memory, and it acts on the order's
 :class:`Placement`:
 
 * a tier the owner asked to write is written through to the lower levels the
-  placement names, framed raw or compressed as it says (``trial``: compressed, with
-  the compression and decompression times measured for the owner's cost model);
+  placement names, framed raw or compressed as it says (``trial``: stored raw, but
+  compressed and decompressed once to time both for the owner's cost model);
 * a tier found below memory that the owner asked to write is promoted: put into
   memory as read (the owner admits or withdraws it, as for any write);
 * a tier missed everywhere that the placement sends to Redis is claimed there first
@@ -43,7 +43,7 @@ class Placement:
 
     Attributes:
         levels: ``(level name, codec)`` pairs; codec ``raw``, ``zstd`` or ``trial``
-            (compressed, and timed for the cost model).
+            (compressed and decompressed to time it for the cost model, stored raw).
         end: stages the written tier covers (sums the rebuild seconds in its frame).
         promote: put the tier into memory when a lower level has it (``False`` when
             the memory policy declined it and only a lower level wanted it).
@@ -310,16 +310,15 @@ class LeveledStore(Store):
                 t1 = time.perf_counter()
                 fr.decompress(body, raw_len)
                 t.trials.append((name, tier, raw_len, len(body), t1 - t0, time.perf_counter() - t1))
-                framed = fr.framed(body, fr.ZSTD, raw_len, seconds)
-            else:
-                framed = fr.frame(data, zstd=codec == "zstd", seconds=seconds)
+            # A trial is measured only and stored raw: it never sends a hit the slow way.
+            framed = fr.frame(data, zstd=codec == "zstd", seconds=seconds)
             try:
                 stored = level.store.put(key, framed)
             except StoreError as exc:
                 t.errors += 1
                 log.debug("level %s: write of %s failed: %s", name, key, exc)
                 continue
-            codec_id = fr.RAW if codec == "raw" else fr.ZSTD
+            codec_id = fr.ZSTD if codec == "zstd" else fr.RAW
             t.placed.append((key, tier, name, stored, raw_len, codec_id))
         if key in t.claimed:
             t.claimed.remove(key)

@@ -359,7 +359,7 @@ def test_auto_compression_where_it_raises_seconds_saved_per_byte(
             assert st.compressed_items == st.items > TRIALS
             assert st.bytes < st.raw_bytes / 10
         else:
-            assert st.compressed_items <= TRIALS and st.items > st.compressed_items
+            assert st.compressed_items == 0 < st.items  # trials are stored raw
 
 
 # ---------------------------------------------------------------------- Redis level
