@@ -34,19 +34,16 @@ from collections.abc import Callable, Iterable
 from adaptive_cache import codec
 from adaptive_cache.config import CacheConfig, format_size
 from adaptive_cache.levels import frame as fr
-from adaptive_cache.levels.cost import LevelCost
+from adaptive_cache.levels.book import LevelBook
 from adaptive_cache.levels.store import MEMORY, Level, LeveledStore, LevelTrace, Placement
 from adaptive_cache.pipeline import Pipeline
-from adaptive_cache.policies import EntryInfo, make_policy
-from adaptive_cache.stats import CacheStats, LevelStats
+from adaptive_cache.policies import EntryInfo
+from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores.base import StoreError
 
 log = logging.getLogger(__name__)
 
-UNBOUNDED = 1 << 62
-_BUDGET_EVERY_S = 5.0  # how often a disk budget re-reads the file system's free space
 _PROBE_EVERY = 32  # ... but one in this many is still tried in place, to notice a change
-_MIN_SAVING_S = 1e-9
 #: Share of the time between hits served in place that promotions may take.
 PROMOTE_SHARE = 0.1
 _PACE_CAP_S = 0.05  # credit never exceeds this (a pause does not buy a burst)
@@ -58,25 +55,6 @@ def local_rank() -> int:
         return int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
         return 0
-
-
-class _Book:
-    """Accounting of one level: held entries, bytes, budget, policy, costs, stats."""
-
-    def __init__(self, level: Level, config: CacheConfig, stats: LevelStats) -> None:
-        self.level = level
-        self.name = level.name
-        self.policy = make_policy("auto", replace_margin=config.replace_margin)
-        self.cost = LevelCost(config.compress)
-        self.stats = stats
-        self.held: dict[str, EntryInfo] = {}
-        self.rebuild: dict[str, float] = {}  # rebuild seconds of held keys
-        self.codecs: dict[str, int] = {}
-        self.raw: dict[str, int] = {}
-        self.used = 0
-        self.budget = 0
-        self.budget_at = -1e18
-        self.slow_hits = 0
 
 
 class LevelLedger:
@@ -116,13 +94,13 @@ class LevelLedger:
         self.share = max(1, int(share))
         self.clock = clock
         self.population = max(1, len(pipeline))
-        self.books = [_Book(lv, config, stats.level(lv.name)) for lv in store.levels]
+        self.books = [
+            LevelBook(lv, config, stats, share=self.share, population=self.population, clock=clock)
+            for lv in store.levels
+        ]
         stages = len(pipeline.stages)
         self.final = next((t for t in self.tiers if pipeline.tier_end(t) == stages), None)
         self._by_name = {b.name: b for b in self.books}
-        for book in self.books:
-            book.policy.set_population(self.population)
-            self._refresh_budget(book, force=True)
         self._seen: dict[str, tuple[int, float]] = {}  # key -> (raw bytes, rebuild s)
         self._tier_avg: dict[str, tuple[float, float]] = {}
         self._declined: str | None = None
@@ -130,41 +108,6 @@ class LevelLedger:
         self._credit = 0.0  # seconds promotions may still take (see served)
         self._last_served: float | None = None
         self._observed: set[str] = set()  # keys memory's policy has seen offered
-
-    # ------------------------------------------------------------------ budgets
-
-    def _refresh_budget(self, book: _Book, *, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - book.budget_at < _BUDGET_EVERY_S:
-            return
-        book.budget_at = now
-        cfg = self.config
-        if book.name == "disk":
-            if cfg.disk_max_bytes is not None:
-                node = cfg.disk_max_bytes
-            else:
-                directory = getattr(book.level.store, "directory", None)
-                try:
-                    st = os.statvfs(directory) if directory is not None else None
-                except OSError:
-                    st = None
-                free = st.f_bavail * st.f_frsize if st is not None else 0
-                node = int(cfg.disk_free_share * (free + book.used * self.share))
-        else:
-            node = cfg.redis_max_bytes if cfg.redis_max_bytes is not None else UNBOUNDED
-        book.budget = node // self.share
-        book.stats.budget_bytes = book.budget
-        if book.used > book.budget:
-            self._shrink(book, book.used - book.budget)
-
-    def _shrink(self, book: _Book, nbytes: int) -> None:
-        freed = 0
-        while freed < nbytes and book.held:
-            key = book.policy.victim()
-            if key is None or key not in book.held:
-                break
-            freed += book.held[key].nbytes
-            self._evict(book, key, "budget")
 
     # ------------------------------------------------------------------ adoption
 
@@ -198,23 +141,21 @@ class LevelLedger:
             for key, nbytes in entries:
                 tier = valid.get(key)
                 if tier is None:
-                    self._delete(book, key)
-                    book.stats.evictions["invalid"] += 1
+                    book.drop(key)
                     stale += 1
                     continue
                 if self.share > 1 and zlib.crc32(key.encode()) % self.share != rank:
                     continue
                 head = _head(book.level, key)
                 if head is None:
-                    self._delete(book, key)
-                    book.stats.evictions["invalid"] += 1
+                    book.drop(key)
                     stale += 1
                     continue
-                self._insert(book, key, tier, nbytes, head.raw_len, head.seconds, head.codec)
+                book.insert(key, tier, nbytes, head.raw_len, head.seconds, head.codec)
                 adopted += 1
                 if tier == self.final and head.codec == fr.RAW and book.level.in_place:
                     self._map(key)
-            self._refresh_budget(book, force=True)
+            book.refresh_budget(force=True)
             log.info(
                 "level %s: adopted %d entries (%s) in %.2f s, deleted %d stale",
                 book.name,
@@ -236,21 +177,6 @@ class LevelLedger:
 
     # ------------------------------------------------------------------ orders
 
-    def _saving(self, book: _Book, tier: str, stored: float, raw: float, rebuild: float, z: bool):
-        read = book.cost.read_seconds(stored)
-        dec = book.cost.decompress_seconds(tier, raw) if z else 0.0
-        return max(rebuild - read - dec, _MIN_SAVING_S)
-
-    def _admissible(self, book: _Book, key: str, tier: str, raw: int, rebuild: float, codec: str):
-        self._refresh_budget(book)  # rate-limited
-        z = codec != "raw"
-        stored = max(1, int(raw * book.cost.ratio(tier))) if z else raw + fr.FRAME
-        cand = EntryInfo(key, tier, stored, self._saving(book, tier, stored, raw, rebuild, z))
-        return book.policy.admit(cand, book.budget - book.used, book.budget)
-
-    def _codec(self, book: _Book, tier: str, rebuild: float, *, issue: bool = False) -> str:
-        return book.cost.codec(tier, rebuild, self.population, book.budget, issue=issue)
-
     def wants(self, cand: EntryInfo, keys: dict[str, str]) -> bool:
         """Whether a lower level would keep ``cand``, a tier memory just declined.
 
@@ -261,9 +187,10 @@ class LevelLedger:
         for book in self.books:
             if any(k in book.held and self.pipeline.tier_end(t) >= end for t, k in keys.items()):
                 continue
-            codec = self._codec(book, cand.tier, cand.seconds)
-            victims = self._admissible(book, cand.key, cand.tier, cand.nbytes, cand.seconds, codec)
-            if victims is not None:
+            codec = book.codec(cand.tier, cand.seconds)
+            if codec == "trial" or (
+                book.admissible(cand.key, cand.tier, cand.nbytes, cand.seconds, codec) is not None
+            ):
                 self._declined = cand.key
                 return True
         return False
@@ -280,9 +207,15 @@ class LevelLedger:
             if key in book.held:
                 continue
             raw, rebuild = (int(seen[0]), seen[1]) if seen else (0, 0.0)
-            codec = self._codec(book, tier, rebuild)
-            if seen is None or self._admissible(book, key, tier, raw, rebuild, codec) is not None:
-                levels.append((book.name, self._codec(book, tier, rebuild, issue=True)))
+            codec = book.codec(tier, rebuild)
+            # A trial is written whatever the policy says: until it is measured, the
+            # level cannot tell what a compressed entry would be worth.
+            if (
+                seen is None
+                or codec == "trial"
+                or book.admissible(key, tier, raw, rebuild, codec) is not None
+            ):
+                levels.append((book.name, book.codec(tier, rebuild, issue=True)))
         promote = key != declined
         if not levels and promote:
             return None
@@ -343,86 +276,12 @@ class LevelLedger:
             if key != info.key or book is None:
                 continue
             book.cost.observe_write(tier, raw)
-            self._offer(book, key, tier, stored, raw, info.seconds, codec_id, written=True)
-
-    def _offer(
-        self,
-        book: _Book,
-        key: str,
-        tier: str,
-        stored: int,
-        raw: int,
-        rebuild: float,
-        codec: int,
-        *,
-        written: bool,
-    ) -> bool:
-        self._refresh_budget(book)
-        if key in book.held:
-            self._evict(book, key, "replaced", delete=False)  # rewritten: count it anew
-        saving = self._saving(book, tier, stored, raw, rebuild, codec != fr.RAW)
-        cand = EntryInfo(key, tier, stored, saving)
-        victims = book.policy.admit(cand, book.budget - book.used, book.budget)
-        if victims is None or stored > book.budget:
-            if written:
-                self._delete(book, key)
-            return False
-        for victim in victims:
-            self._evict(book, victim, "replaced")
-        self._insert(book, key, tier, stored, raw, rebuild, codec)
-        book.stats.insertions += 1
-        return True
-
-    def _insert(
-        self, book: _Book, key: str, tier: str, stored: int, raw: int, rebuild: float, codec: int
-    ) -> None:
-        saving = self._saving(book, tier, stored, raw, rebuild, codec != fr.RAW)
-        info = EntryInfo(key, tier, stored, saving)
-        book.held[key] = info
-        book.rebuild[key] = rebuild
-        book.codecs[key] = codec
-        book.raw[key] = raw
-        book.used += stored
-        book.policy.on_insert(info)
-        s = book.stats
-        s.bytes += stored
-        s.raw_bytes += raw
-        s.items += 1
-        s.compressed_items += codec != fr.RAW
-
-    def _evict(self, book: _Book, key: str, reason: str, *, delete: bool = True) -> None:
-        info = book.held.pop(key, None)
-        if info is None:
-            return
-        book.used -= info.nbytes
-        book.policy.on_remove(key)
-        book.rebuild.pop(key, None)
-        codec = book.codecs.pop(key, fr.RAW)
-        s = book.stats
-        s.evictions[reason] += 1
-        s.bytes -= info.nbytes
-        s.raw_bytes -= book.raw.pop(key, 0)
-        s.items -= 1
-        s.compressed_items -= codec != fr.RAW
-        if delete:
-            self._delete(book, key)
-
-    def _delete(self, book: _Book, key: str) -> None:
-        try:
-            book.level.store.delete(key)
-        except StoreError as exc:
-            self.stats.store_errors += 1
-            log.debug("level %s: delete of %s failed: %s", book.name, key, exc)
+            book.offer(key, tier, stored, raw, info.seconds, codec_id)
 
     def _drop(self, name: str, key: str) -> None:
         book = self._by_name.get(name)
-        if book is None:
-            return
-        if key in book.held:
-            self._evict(book, key, "invalid")
-        else:
-            self._delete(book, key)
-            book.stats.evictions["invalid"] += 1
+        if book is not None:
+            book.drop(key)
 
     # ------------------------------------------------------------------ demotion
 
@@ -436,10 +295,10 @@ class LevelLedger:
                 continue
             rebuild = self._seen.get(info.key, (0, info.seconds))[1] or info.seconds
             raw = info.nbytes
-            codec = self._codec(book, info.tier, rebuild)
-            if self._admissible(book, info.key, info.tier, raw, rebuild, codec) is None:
+            codec = book.codec(info.tier, rebuild)
+            if book.admissible(info.key, info.tier, raw, rebuild, codec) is None:
                 continue
-            codec = self._codec(book, info.tier, rebuild, issue=True)
+            codec = book.codec(info.tier, rebuild, issue=True)
             if data is None:
                 try:
                     data = self.store.memory.get(info.key)
@@ -464,7 +323,7 @@ class LevelLedger:
                 log.debug("level %s: demotion of %s failed: %s", book.name, info.key, exc)
                 continue
             z = fr.ZSTD if codec == "zstd" else fr.RAW
-            if self._offer(book, info.key, info.tier, stored, raw, rebuild, z, written=True):
+            if book.offer(info.key, info.tier, stored, raw, rebuild, z):
                 book.stats.demotions += 1
 
     # ------------------------------------------------------------------ serving in place
