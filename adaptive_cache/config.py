@@ -117,10 +117,10 @@ class Watermarks(_Strict):
 def _check_store_setting(store: str | None, key: str | None, value: str | None) -> None:
     if key == "disk_dir" and store == "disk" and not value:
         raise ValueError("store 'disk' needs disk_dir (a directory for the persistent cache)")
-    if key == "redis_url" and store == "redis":
-        if not value:
+    if key == "redis_url":
+        if store == "redis" and not value:
             raise ValueError("store 'redis' needs redis_url (redis://host:port/db)")
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
             # Only the scheme: the rest of a URL may hold a password.
             raise ValueError(
                 "redis_url must start with redis://, rediss:// or unix://, "
@@ -133,7 +133,16 @@ class CacheConfig(_Strict):
 
     With nothing set the cache sizes itself from measured headroom and decides per
     sample which tier to keep.
+
+    Levels: ``store`` is the top level (``shm`` memory by default). With ``store``
+    ``shm`` or ``local``, ``disk_dir`` adds a persistent disk level below memory and
+    ``redis_url`` a shared Redis level below that (memory -> disk -> Redis). With
+    ``store: disk`` or ``store: redis`` the cache is that one store, as before, with no
+    levels (``redis_url`` beside ``store: disk`` is refused).
     """
+
+    # A redis_url may carry a password: errors name the field and the problem, not the input.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
         "auto"
@@ -162,10 +171,25 @@ class CacheConfig(_Strict):
     replace_margin: float = Field(1.25, ge=1.0)
     probe_interval_s: float = Field(0.25, ge=0.0)
     shm_dir: str = "/dev/shm"
+    #: ``store: disk``: the store's directory; ``store: shm|local``: the disk level's.
     disk_dir: str | None = Field(None, validate_default=True)
+    #: Disk level budget per node; ``None``: ``disk_free_share`` of the file system's
+    #: free space (plus what the level holds), re-read every few seconds.
+    disk_max_bytes: Size | None = None
+    disk_free_share: float = Field(0.5, gt=0.0, le=1.0)
+    #: ``store: redis``: the store; ``store: shm|local``: the shared Redis level.
     # The password may stay out of the URL (and of every file): ADAPTIVE_CACHE_REDIS_PASSWORD.
     redis_url: str | None = Field(None, validate_default=True)
     redis_timeout_s: float = Field(2.0, gt=0.0)
+    #: What one node may write to the Redis level; ``None``: no budget of ours (the
+    #: server's ``maxmemory`` and eviction policy bound it; an entry it evicts is a miss).
+    redis_max_bytes: Size | None = None
+    #: Time to live of a claim on a build (so two nodes do not build one sample at
+    #: once); a claim whose holder died expires after it. 0: no claims.
+    redis_claim_s: float = Field(30.0, ge=0.0)
+    #: Compress entries below memory (zstd): ``auto`` decides per level and tier from
+    #: measured (de)compression time and ratio; ``on``/``off`` always/never.
+    compress: Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)] = "auto"
 
     @field_validator("disk_dir", "redis_url")
     @classmethod
@@ -189,7 +213,19 @@ class CacheConfig(_Strict):
     def _store_needs_on_assignment(self) -> CacheConfig:
         _check_store_setting(self.store, "disk_dir", self.disk_dir)
         _check_store_setting(self.store, "redis_url", self.redis_url)
+        if self.store == "disk" and self.redis_url:
+            raise ValueError(
+                "store 'disk' is the single-store choice; for memory -> disk -> Redis "
+                "levels use store 'shm' with disk_dir and redis_url"
+            )
         return self
+
+    @property
+    def levels(self) -> list[str]:
+        """The levels below the top store, fastest first (``disk``, ``redis``)."""
+        if self.store not in ("shm", "local"):
+            return []
+        return [name for name, on in (("disk", self.disk_dir), ("redis", self.redis_url)) if on]
 
     def tier_mode(self, tier: str) -> TierMode:
         return self.tiers.get(tier, TierMode.auto)

@@ -26,6 +26,7 @@ from adaptive_cache import codec
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, format_size
 from adaptive_cache.faults import StoreFaults
+from adaptive_cache.levels import LeveledStore, LevelLedger
 from adaptive_cache.memory import MemoryProbe, Probe
 from adaptive_cache.node import join_node
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
@@ -114,7 +115,10 @@ class AdaptiveCache:
         ]
         self.namespace = namespace or f"{name}-{uuid.uuid4().hex[:12]}"
         self.store: Store = (
-            store if store is not None else open_store(config, namespace=self.namespace)
+            store
+            if store is not None
+            # levels: below memory, entries outlive the run: named by the cache, not the run
+            else open_store(config, namespace=self.namespace, level_namespace=name)
         )
         self.probe: Probe = probe if probe is not None else MemoryProbe()
         # Caches reading this node's real memory share one node budget (a fake probe
@@ -144,10 +148,25 @@ class AdaptiveCache:
         self._final = next(
             (t for t in self.tiers if pipeline.tier_end(t) == len(pipeline.stages)), None
         )
+        # levels: the owner's accounting of the levels below memory (None without them)
+        self.levels: LevelLedger | None = None
+        if self.enabled and isinstance(self.store, LeveledStore) and self.store.levels:
+            self.levels = LevelLedger(
+                self.store,
+                pipeline,
+                config,
+                tiers=self.tiers,
+                stats=self._stats,
+                share=self._share,
+                clock=clock,
+                promote=self._promote,
+            )
         if self.enabled:
             self._refresh_budget(force=True)
             if self.store.persistent:
                 self._adopt()
+            if self.levels is not None:  # levels: adopt the disk level's valid entries
+                self.levels.adopt()
 
     @staticmethod
     def _check_tiers(pipeline: Pipeline, config: CacheConfig) -> None:
@@ -220,10 +239,13 @@ class AdaptiveCache:
                 # the decision, so between probes there is nothing to redo.
                 self._refresh_budget()
             self._stats.requests += 1
-            self._stats.observe_lookup(time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            self._stats.observe_lookup(seconds)
             self._count_hit(self._final or key.split("-", 1)[0], key)
             if self._faults.failing:
                 self._faults.succeeded("read")
+            if self.levels is not None and key not in self._held:  # levels: served from disk
+                self.levels.served(key, seconds, view.buffer)
             self._log_every()
         return dict(sample)  # type: ignore[call-overload]
 
@@ -265,7 +287,9 @@ class AdaptiveCache:
         st = self._stats
         st.hits += 1
         info = self._held.get(key)
-        saved = info.seconds if info else self._est[tier].seconds
+        # levels: a lower level knows the rebuild seconds of what it holds
+        known = self.levels.seconds(key) if info is None and self.levels is not None else None
+        saved = info.seconds if info else known or self._est[tier].seconds
         ts = st.tier(tier)
         ts.hits += 1
         ts.saved_seconds += saved
@@ -286,7 +310,8 @@ class AdaptiveCache:
         lookup = tuple((t, keys[t]) for t in self.tiers)
         with self._lock:
             write = self._choose_write(keys)
-        return WorkOrder(index, epoch, lookup, write, prefix_only)
+            place = self.levels.place(write) if self.levels is not None else None  # levels
+        return WorkOrder(index, epoch, lookup, write, prefix_only, place)
 
     def final_hit_key(self, index: int) -> str | None:
         """The key of a held entry that needs no further stage, if any (served in place)."""
@@ -294,6 +319,8 @@ class AdaptiveCache:
             return None
         key = self.pipeline.keys(index, (self._final,))[self._final]
         if key in self._held or (self.store.shared and self._share > 1 and self._contains(key)):
+            return key
+        if self.levels is not None and self.levels.in_place(key):  # levels: a mapped disk entry
             return key
         return None
 
@@ -303,6 +330,8 @@ class AdaptiveCache:
             return False
         for key in self.pipeline.keys(index, self.tiers).values():
             if key in self._held or (self.store.shared and self._share > 1 and self._contains(key)):
+                return True
+            if self.levels is not None and self.levels.holds(key):  # levels
                 return True
         return False
 
@@ -320,9 +349,13 @@ class AdaptiveCache:
         # The held tier is written again if the executor does not find it intact (corrupt,
         # or gone from the store), so that the next epoch hits; if found, nothing is written.
         rewrite = tuple((t, k) for end, t, k in held if end == deepest_held)
+        # levels: a tier shallower than one a lower level holds is of no use to this sample
+        deepest_low = self.levels.deepest(keys) if self.levels is not None else 0
         budget = self._budget_bytes()
         for tier in self._order:
             if self.pipeline.tier_end(tier) <= deepest_held:
+                continue
+            if self.pipeline.tier_end(tier) < deepest_low:  # levels
                 continue
             seen = self._seen.get(keys[tier])
             if seen is None:
@@ -334,6 +367,8 @@ class AdaptiveCache:
                 self._forced(tier)
                 or self.policy.admit(cand, budget - self._used, budget) is not None
             ):
+                return (*rewrite, (tier, keys[tier]))
+            if self.levels is not None and self.levels.wants(cand, keys):  # levels
                 return (*rewrite, (tier, keys[tier]))
         return rewrite
 
@@ -353,6 +388,8 @@ class AdaptiveCache:
             for op in report.store_ok:
                 self._faults.succeeded(op)
             st.observe_lookup(report.lookup_seconds)
+            if self.levels is not None:  # levels: hits below memory, promotions, timings
+                self.levels.on_report(report)
             for tier in report.missed:
                 st.tier(tier).misses += 1
             # Corrupt entries were written again by the executor (not deleted here: the
@@ -388,8 +425,11 @@ class AdaptiveCache:
                 self._seen[key] = (nbytes, seconds)
                 self._est[tier].add(nbytes, seconds)
                 info = EntryInfo(key, tier, nbytes, seconds)
-                if self._admit(info, data, written=data is None) and tier == self._final:
+                admitted = self._admit(info, data, written=data is None)
+                if admitted and tier == self._final:
                     self._prepare_view(key)
+                if self.levels is not None:  # levels: what the order wrote below memory
+                    self.levels.admit(info, report, admitted)
             self._remeasure(report, cost_base, measured)
             self._maybe_plan()
             self._log_every()
@@ -451,6 +491,18 @@ class AdaptiveCache:
         self._stats.store_errors += 1
         self._faults.failed(op, str(exc))
 
+    def _promote(self, info: EntryInfo, data: bytes | memoryview | None) -> bool:
+        """levels: put an entry served from a lower level into memory if the policy admits it
+        (``data=None``: the policy only observes it)."""
+        if data is None:
+            self.policy.observe(info)
+            return False
+        if not self._admit(info, data, written=False):
+            return False
+        if info.tier == self._final:
+            self._prepare_view(info.key)
+        return True
+
     def _victims_for(self, nbytes: int) -> list[str]:
         out, freed = [], 0
         for info in sorted(self._held.values(), key=lambda i: i.worth):
@@ -477,6 +529,8 @@ class AdaptiveCache:
         ts.evictions[reason] += 1
         ts.bytes -= info.nbytes
         ts.items -= 1
+        if self.levels is not None and delete:  # levels: demote (read from memory first)
+            self.levels.evicted(info, reason)
         if delete:
             self._delete(key)
 

@@ -45,6 +45,56 @@ class TierStats:
 
 
 @dataclass
+class LevelStats:
+    """Counters and gauges of one level below memory (``disk``, ``redis``).
+
+    ``hits`` counts samples served from the level; ``insertions`` entries written to
+    it (write-through and demotions), ``demotions`` those that came from memory,
+    ``promotions`` hits put back into memory; ``read_bytes``/``read_seconds`` what
+    its hits read (decompression included).
+    """
+
+    hits: int = 0
+    insertions: int = 0
+    demotions: int = 0
+    promotions: int = 0
+    evictions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVICTION_REASONS, 0))
+    bytes: int = 0
+    raw_bytes: int = 0
+    items: int = 0
+    compressed_items: int = 0
+    budget_bytes: int = 0
+    read_bytes: int = 0
+    read_seconds: float = 0.0
+
+    def add(self, other: LevelStats) -> None:
+        for name in (
+            "hits",
+            "insertions",
+            "demotions",
+            "promotions",
+            "bytes",
+            "raw_bytes",
+            "items",
+            "compressed_items",
+            "budget_bytes",
+            "read_bytes",
+            "read_seconds",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.evictions.items():
+            self.evictions[reason] = self.evictions.get(reason, 0) + n
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LevelStats:
+        s = cls(
+            **{k: v for k, v in d.items() if k != "evictions" and k in cls.__dataclass_fields__}
+        )
+        s.evictions.update({k: int(v) for k, v in d.get("evictions", {}).items()})
+        return s
+
+
+@dataclass
 class CacheStats:
     """Everything the cache counts; a snapshot is a deep copy of this.
 
@@ -64,12 +114,24 @@ class CacheStats:
     lookup_count: int = 0
     lookup_sum_seconds: float = 0.0
     processes: int = 1
+    levels: dict[str, LevelStats] = field(default_factory=dict)
 
     def tier(self, name: str) -> TierStats:
         t = self.tiers.get(name)
         if t is None:
             t = self.tiers[name] = TierStats()
         return t
+
+    def level(self, name: str) -> LevelStats:
+        lv = self.levels.get(name)
+        if lv is None:
+            lv = self.levels[name] = LevelStats()
+        return lv
+
+    @property
+    def memory_hits(self) -> int:
+        """Hits served by the memory level (every hit when there are no lower levels)."""
+        return self.hits - sum(lv.hits for lv in self.levels.values())
 
     @property
     def misses(self) -> int:
@@ -135,6 +197,8 @@ class CacheStats:
             ts.evictions.update({k: int(v) for k, v in t["evictions"].items()})
             ts.bytes, ts.items = int(t["bytes"]), int(t["items"])
             ts.saved_seconds = float(t["saved_seconds"])
+        for name, lv in d.get("levels", {}).items():
+            s.levels[name] = LevelStats.from_dict(lv)
         return s
 
     def summary(self) -> str:
@@ -147,9 +211,15 @@ class CacheStats:
             if t.hits or t.misses or t.items
         ]
         tiers = f" ({', '.join(parts)})" if parts else ""
+        levels = ""
+        if self.levels:
+            below = ", ".join(
+                f"{name} {lv.hits} ({format_size(lv.bytes)})" for name, lv in self.levels.items()
+            )
+            levels = f"; hits by level: memory {self.memory_hits}, {below}"
         return (
             f"cache: hit {100 * self.hit_ratio:.1f}%{tiers}, {format_size(self.bytes)} of "
-            f"{format_size(self.budget_bytes)}, {self.evictions} evictions"
+            f"{format_size(self.budget_bytes)}, {self.evictions} evictions{levels}"
         )
 
 
@@ -173,6 +243,8 @@ def merge(snapshots: list[CacheStats]) -> CacheStats:
         ]
         for name, t in s.tiers.items():
             out.tier(name).add(t)
+        for name, lv in s.levels.items():
+            out.level(name).add(lv)
     return out
 
 

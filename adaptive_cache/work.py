@@ -33,6 +33,8 @@ class WorkOrder:
         write: ``(tier, key)`` pairs to write once computed (the owner admits or
             withdraws them when the report comes back).
         prefix_only: stop after the deterministic prefix (preloading).
+        place: where a leveled store also writes the ``write`` tiers below memory
+            (:class:`~adaptive_cache.levels.Placement`; ``None``: memory only).
     """
 
     index: int
@@ -40,6 +42,7 @@ class WorkOrder:
     lookup: tuple[tuple[str, str], ...] = ()
     write: tuple[tuple[str, str], ...] = ()
     prefix_only: bool = False
+    place: Any = None  # levels
 
 
 @dataclass
@@ -69,6 +72,8 @@ class WorkReport:
         self.store_errors += 1
         self.store_failed.setdefault(op, str(exc))
 
+    levels: Any = None  # levels: a LevelTrace of what happened below memory
+
 
 def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[Sample, WorkReport]:
     """Serve one sample: deepest present tier, remaining stages, requested writes.
@@ -87,6 +92,9 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     missed: list[str] = []
     corrupt: list[tuple[str, str]] = []
     absent: list[tuple[str, str]] = []
+    track = getattr(store, "track", None)  # levels: the store records what it does below memory
+    if track is not None:
+        report.levels = track(order, report.timings)
     if store is not None:
         for tier, key in order.lookup:
             try:

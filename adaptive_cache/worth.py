@@ -94,7 +94,11 @@ class WorthSketch:
 
     def _refresh(self) -> None:
         m = len(self._members)
-        stale = self._changes > 0 and (self._changes >= max(8, m // 32) or not self._worths)
+        # While too few are ranked to answer, every change counts (else a threshold can
+        # stay unknown until 8 more changes arrive, which may be never).
+        stale = self._changes > 0 and (
+            self._changes >= max(8, m // 32) or len(self._worths) < self.min_samples
+        )
         if not stale and self._scale_n == self.population:
             return
         ordered = sorted(self._members.items(), key=lambda kv: kv[1][0], reverse=True)

@@ -4,6 +4,9 @@
 - ``shm``: one file per entry on tmpfs, shared by every process of the node (default).
 - ``disk``: one file per entry in a directory; survives restarts.
 - ``redis``: a Redis server; shared across nodes.
+
+With ``disk_dir`` or ``redis_url`` beside ``shm``/``local``, the store is a
+:class:`~adaptive_cache.levels.LeveledStore`: memory on top, then disk, then Redis.
 """
 
 from __future__ import annotations
@@ -68,14 +71,16 @@ _STORES: dict[str, Callable[[CacheConfig, str], Store]] = {
 _SETTING = {"disk": "disk_dir", "redis": "redis_url", "shm": "shm_dir"}
 
 
-def open_store(config: CacheConfig, *, namespace: str) -> Store:
+def open_store(config: CacheConfig, *, namespace: str, level_namespace: str | None = None) -> Store:
     """Open the store ``config.store`` names, for entries of ``namespace``.
 
     Args:
         config: ``store`` and its settings (``shm_dir``, ``disk_dir``, ``redis_url``,
-            ``redis_timeout_s``).
+            ``redis_timeout_s``); ``config.levels`` adds levels below memory.
         namespace: letters, digits, ``.``, ``_``, ``-``; processes giving the same
             namespace share entries (shared stores).
+        level_namespace: namespace of the levels below memory, which outlive the run
+            and are shared by nodes (default: ``namespace``); the cache's name.
 
     Raises:
         ValueError: unknown store name (lists the known ones) or a bad namespace.
@@ -90,9 +95,14 @@ def open_store(config: CacheConfig, *, namespace: str) -> Store:
             f"unknown cache store {config.store!r}; known: {', '.join(sorted(_STORES))}"
         ) from None
     try:
-        return factory(config, namespace)
+        top = factory(config, namespace)
     except StoreError as exc:
         setting = _SETTING.get(config.store)
         if setting is None:
             raise
         raise StoreError(f"cache.{setting}: {exc}") from exc
+    if not config.levels:
+        return top
+    from adaptive_cache.levels import open_levels  # the levels build on these stores
+
+    return open_levels(config, top, check_namespace(level_namespace or namespace))

@@ -34,6 +34,8 @@ class DiskStore(DirectoryStore):
     Args:
         directory: where entries live; created if missing (``0700``; an existing one
             is made ``0700``). Temporary files of dead writers found there are removed.
+        max_mapped: mappings :meth:`view` keeps (0: views read copies); the owner of a
+            disk level maps its entries to serve hits in place.
 
     Raises:
         StoreError: the directory cannot be created.
@@ -43,15 +45,17 @@ class DiskStore(DirectoryStore):
     shared = True
     persistent = True
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: str | os.PathLike[str], *, max_mapped: int = 0) -> None:
+        super().__init__(directory, max_mapped=max_mapped)
         self._make_private()
         self.sweep()
 
     @classmethod
-    def for_namespace(cls, disk_dir: str | os.PathLike[str], namespace: str) -> DiskStore:
+    def for_namespace(
+        cls, disk_dir: str | os.PathLike[str], namespace: str, *, max_mapped: int = 0
+    ) -> DiskStore:
         """The store of ``namespace`` under ``disk_dir``."""
-        return cls(Path(disk_dir) / f"{PREFIX}{check_namespace(namespace)}")
+        return cls(Path(disk_dir) / f"{PREFIX}{check_namespace(namespace)}", max_mapped=max_mapped)
 
     def close(self) -> None:
         """Nothing to release: entries stay for the next run."""

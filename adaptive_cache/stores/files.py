@@ -227,6 +227,10 @@ class DirectoryStore(Store):
                 dropped += 1
         return dropped
 
+    def unmap(self, key: str) -> None:
+        """Drop this process's mapping of ``key`` (if any); the entry stays."""
+        self._views.pop(key, None)
+
     def unmap_all(self) -> None:
         """Drop every mapping this process keeps (pages go once no view is in use)."""
         self._views.clear()
