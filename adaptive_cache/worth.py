@@ -15,7 +15,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Container
 
-_MASK = 2**64 - 1
+import xxhash
 
 
 class WorthSketch:
@@ -75,7 +75,9 @@ class WorthSketch:
                 self._members[key] = (worth, nbytes)
                 self._changes += 1
             return
-        h = (hash(key) & _MASK) / 2**64
+        # A stable hash: Python's str hash changes per process (PYTHONHASHSEED), which
+        # made the sample, and so the threshold estimate, differ from run to run.
+        h = xxhash.xxh3_64_intdigest(str(key).encode()) / 2**64
         if len(self._members) >= self.capacity:
             top = -self._max_heap[0][0]
             if h >= top:
