@@ -24,6 +24,7 @@ from typing import Any
 from adaptive_cache import codec
 from adaptive_cache.budget import BudgetController, BudgetDecision, MemoryAlert
 from adaptive_cache.config import CacheConfig, TierMode, format_size
+from adaptive_cache.keys import EntryKey
 from adaptive_cache.memory import MemoryProbe, Probe
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
 from adaptive_cache.policies import EntryInfo, Policy, make_policy
@@ -120,11 +121,11 @@ class AdaptiveCache:
         self.policy.set_population(max(1, len(pipeline)))
         self._share = max(1, int(local_world_size))
         self._lock = threading.RLock()
-        self._held: dict[str, EntryInfo] = {}
+        self._held: dict[EntryKey, EntryInfo] = {}
         self._used = 0
         self._est = {t: _TierEstimate() for t in pipeline.tiers}
         # key -> (bytes, rebuild seconds) last measured for that sample and tier.
-        self._seen: dict[str, tuple[int, float]] = {}
+        self._seen: dict[EntryKey, tuple[int, float]] = {}
         self._stats = CacheStats()
         for t in self.tiers:
             self._stats.tier(t)
@@ -166,7 +167,7 @@ class AdaptiveCache:
         """Serve sample ``index`` in this process, admitting what it computes."""
         return self.serve(index, epoch, self.final_hit_key(index))
 
-    def serve(self, index: int, epoch: int, key: str | None) -> Sample:
+    def serve(self, index: int, epoch: int, key: EntryKey | None) -> Sample:
         """:meth:`get` for a caller that already looked up :meth:`final_hit_key`.
 
         A held final-tier entry is served in place; one that vanished, is corrupt or
@@ -181,7 +182,7 @@ class AdaptiveCache:
         self.complete(report)
         return sample
 
-    def serve_held(self, key: str) -> Sample | None:
+    def serve_held(self, key: EntryKey) -> Sample | None:
         """Serve a final-tier entry (see :meth:`final_hit_key`) in place, or ``None``.
 
         The hot path of a cached epoch: the store's view of the entry (a mapping kept
@@ -192,7 +193,7 @@ class AdaptiveCache:
         """
         t0 = time.perf_counter()
         try:
-            view = self.store.view(key)
+            view = self.store.view(str(key))
         except StoreError:
             return None
         if view is None:
@@ -211,7 +212,7 @@ class AdaptiveCache:
                 self._refresh_budget()
             self._stats.requests += 1
             self._stats.observe_lookup(time.perf_counter() - t0)
-            self._count_hit(self._final or key.split("-", 1)[0], key)
+            self._count_hit(key)
             self._log_every()
         return dict(sample)  # type: ignore[call-overload]
 
@@ -224,9 +225,9 @@ class AdaptiveCache:
         measured) again. This is what lets ``auto`` settle within two epochs under noise.
         """
         first = 0 if report.start == 0 else report.start + 1
-        for tier, key in report.keys:
-            end = self.pipeline.tier_end(tier)
-            if tier in written or end <= report.start or key in self._held:
+        for key in report.keys:
+            end = self.pipeline.tier_end(key.tier)
+            if key in written or end <= report.start or key in self._held:
                 continue
             prev = self._seen.get(key)
             if prev is None:
@@ -234,7 +235,7 @@ class AdaptiveCache:
             seconds = cost_base + sum(report.timings[first : end + 1])
             self._seen[key] = (prev[0], 0.5 * (seconds + prev[1]))
 
-    def _prepare_view(self, key: str) -> None:
+    def _prepare_view(self, key: EntryKey) -> None:
         """Map and decode a newly kept final-tier entry now, in the epoch that computed it.
 
         Mapping 2 MB costs about as much as copying it; done here, the first epoch of
@@ -243,18 +244,18 @@ class AdaptiveCache:
         if not self.store.maps:
             return
         try:
-            view = self.store.view(key)
+            view = self.store.view(str(key))
             if view is not None and view.derived is None:
                 view.derived = codec.decode(view.buffer)
         except (StoreError, codec.CodecError):
             pass  # served (or found corrupt) by the general path at the next access
 
-    def _count_hit(self, tier: str, key: str) -> float:
+    def _count_hit(self, key: EntryKey) -> float:
         st = self._stats
         st.hits += 1
         info = self._held.get(key)
-        saved = info.seconds if info else self._est[tier].seconds
-        ts = st.tier(tier)
+        saved = info.seconds if info else self._est[key.tier].seconds
+        ts = st.tier(key.tier)
         ts.hits += 1
         ts.saved_seconds += saved
         if info is not None:
@@ -271,18 +272,18 @@ class AdaptiveCache:
         if not self.tiers:
             return WorkOrder(index, epoch, prefix_only=prefix_only)
         keys = self.pipeline.keys(index, self.tiers)
-        lookup = tuple((t, keys[t]) for t in self.tiers)
+        lookup = tuple(keys[t] for t in self.tiers)
         with self._lock:
             write = self._choose_write(keys)
         return WorkOrder(index, epoch, lookup, write, prefix_only)
 
-    def final_hit_key(self, index: int) -> str | None:
+    def final_hit_key(self, index: int) -> EntryKey | None:
         """The key of a held entry that needs no further stage, if any (served in place)."""
         if self._final is None:
             return None
         key = self.pipeline.keys(index, (self._final,))[self._final]
         if key in self._held or (
-            self.store.shared and self._share > 1 and self.store.contains(key)
+            self.store.shared and self._share > 1 and self.store.contains(str(key))
         ):
             return key
         return None
@@ -293,12 +294,12 @@ class AdaptiveCache:
             return False
         for key in self.pipeline.keys(index, self.tiers).values():
             if key in self._held or (
-                self.store.shared and self._share > 1 and self.store.contains(key)
+                self.store.shared and self._share > 1 and self.store.contains(str(key))
             ):
                 return True
         return False
 
-    def _choose_write(self, keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    def _choose_write(self, keys: dict[str, EntryKey]) -> tuple[EntryKey, ...]:
         held_ends = [self.pipeline.tier_end(t) for t, k in keys.items() if k in self._held]
         deepest_held = max(held_ends, default=0)
         budget = self._budget_bytes()
@@ -309,13 +310,13 @@ class AdaptiveCache:
             if seen is None:
                 # Never measured: offer it once, so the policy ranks this sample by its
                 # own size and cost rather than by the tier's average.
-                return ((tier, keys[tier]),)
+                return (keys[tier],)
             cand = EntryInfo(keys[tier], tier, max(1, seen[0]), seen[1])
             if (
                 self._forced(tier)
                 or self.policy.admit(cand, budget - self._used, budget) is not None
             ):
-                return ((tier, keys[tier]),)
+                return (keys[tier],)
         return ()
 
     def _forced(self, tier: str) -> bool:
@@ -332,19 +333,20 @@ class AdaptiveCache:
             st.observe_lookup(report.lookup_seconds)
             for tier in report.missed:
                 st.tier(tier).misses += 1
-            for tier, key in report.corrupt:
-                self._evict(key, "invalid", tier=tier)
+            for key in report.corrupt:
+                self._evict(key, "invalid", held_only=False)
             cost_base = 0.0
-            if report.hit_tier is not None:
-                cost_base = self._count_hit(report.hit_tier, report.hit_key or "")
-            measured = {}
-            for tier, (key, nbytes) in report.written.items():
-                measured[tier] = (key, nbytes, None)
-            for tier, (key, data) in report.payloads.items():
-                measured[tier] = (key, len(data), data)
-            for tier, (key, nbytes, data) in sorted(
-                measured.items(), key=lambda kv: -self.pipeline.tier_end(kv[0])
+            if report.hit is not None:
+                cost_base = self._count_hit(report.hit)
+            measured: dict[EntryKey, tuple[int, bytes | None]] = {}
+            for key, nbytes in report.written.items():
+                measured[key] = (nbytes, None)
+            for key, data in report.payloads.items():
+                measured[key] = (len(data), data)
+            for key, (nbytes, data) in sorted(
+                measured.items(), key=lambda kv: -self.pipeline.tier_end(kv[0].tier)
             ):
+                tier = key.tier
                 end = self.pipeline.tier_end(tier)
                 # timings[0] is the source read, timings[i + 1] stage i.
                 first = 0 if report.start == 0 else report.start + 1
@@ -358,7 +360,8 @@ class AdaptiveCache:
                 self._seen[key] = (nbytes, seconds)
                 self._est[tier].add(nbytes, seconds)
                 info = EntryInfo(key, tier, nbytes, seconds)
-                if self._admit(info, data, written=data is None) and tier == self._final:
+                admitted = self._admit(info, data, written=data is None, siblings=report.keys)
+                if admitted and tier == self._final:
                     self._prepare_view(key)
             self._remeasure(report, cost_base, measured)
             self._maybe_plan()
@@ -370,7 +373,15 @@ class AdaptiveCache:
         decision = self._decision
         return decision.budget_bytes // self._share if decision else 0
 
-    def _admit(self, cand: EntryInfo, data: bytes | None, *, written: bool) -> bool:
+    def _admit(
+        self,
+        cand: EntryInfo,
+        data: bytes | None,
+        *,
+        written: bool,
+        siblings: tuple[EntryKey, ...] = (),
+    ) -> bool:
+        """Keep ``cand`` if the policy takes it; ``siblings``: the sample's other keys."""
         self.policy.observe(cand)
         self._refresh_budget()
         budget = self._budget_bytes()
@@ -388,7 +399,7 @@ class AdaptiveCache:
             self._evict(key, "replaced")
         if data is not None:
             try:
-                self.store.put(cand.key, data)
+                self.store.put(str(cand.key), data)
             except StoreError as exc:
                 self._stats.store_errors += 1
                 log.warning(
@@ -405,18 +416,15 @@ class AdaptiveCache:
         ts.insertions += 1
         ts.bytes += cand.nbytes
         ts.items += 1
-        # The tiers above a newly kept one are now useless for this sample.
-        prefix = cand.key.split("-", 1)[1]
-        for tier in self.tiers:
-            if tier != cand.tier and self.pipeline.tier_end(tier) < self.pipeline.tier_end(
-                cand.tier
-            ):
-                other = f"{tier}-{prefix}"
-                if other in self._held:
-                    self._evict(other, "replaced")
+        # The shallower tiers of the same sample are now useless: every lookup finds
+        # the deeper one first.
+        end = self.pipeline.tier_end(cand.tier)
+        for other in siblings:
+            if other in self._held and self.pipeline.tier_end(other.tier) < end:
+                self._evict(other, "replaced")
         return True
 
-    def _victims_for(self, nbytes: int) -> list[str]:
+    def _victims_for(self, nbytes: int) -> list[EntryKey]:
         out, freed = [], 0
         for info in sorted(self._held.values(), key=lambda i: i.worth):
             if freed >= nbytes:
@@ -426,12 +434,12 @@ class AdaptiveCache:
                 freed += info.nbytes
         return out
 
-    def _evict(self, key: str, reason: str, *, tier: str | None = None) -> None:
+    def _evict(self, key: EntryKey, reason: str, *, held_only: bool = True) -> None:
         info = self._held.pop(key, None)
         if info is None:
-            if tier is not None:
+            if not held_only:  # a corrupt entry another process wrote
                 self._delete(key)
-                self._stats.tier(tier).evictions[reason] += 1
+                self._stats.tier(key.tier).evictions[reason] += 1
             return
         self._used -= info.nbytes
         self.policy.on_remove(key)
@@ -441,9 +449,9 @@ class AdaptiveCache:
         ts.items -= 1
         self._delete(key)
 
-    def _delete(self, key: str) -> None:
+    def _delete(self, key: EntryKey | str) -> None:
         try:
-            self.store.delete(key)
+            self.store.delete(str(key))
         except StoreError as exc:
             self._stats.store_errors += 1
             log.debug("%s: delete of %s failed: %s", self.name, key, exc)
@@ -515,19 +523,17 @@ class AdaptiveCache:
 
     def _adopt(self) -> None:
         """Adopt the valid entries of a persistent store; drop the stale ones."""
-        valid: dict[str, str] = {}
+        valid: set[EntryKey] = set()
         for index in range(len(self.pipeline)):
-            for tier, key in self.pipeline.keys(index, self.tiers).items():
-                valid[key] = tier
+            valid.update(self.pipeline.keys(index, self.tiers).values())
         adopted = 0
-        for key, nbytes in list(self.store.entries()):
-            tier = valid.get(key)
-            if tier is None:
-                self._delete(key)
-                prefix = key.split("-", 1)[0]
-                if prefix in self._stats.tiers:
-                    self._stats.tier(prefix).evictions["invalid"] += 1
+        for name, key, nbytes in self._listing():
+            if key is None or key not in valid:
+                self._delete(name)
+                if key is not None and key.tier in self._stats.tiers:
+                    self._stats.tier(key.tier).evictions["invalid"] += 1
                 continue
+            tier = key.tier
             info = EntryInfo(key, tier, nbytes, self._est[tier].seconds or 1e-3)
             self._held[key] = info
             self._used += nbytes
@@ -545,6 +551,18 @@ class AdaptiveCache:
                 self.store.name,
             )
         self._refresh_budget(force=True)
+
+    def _listing(self) -> list[tuple[str, EntryKey | None, int]]:
+        """``(name, key, nbytes)`` of every entry in the store; ``key`` is ``None`` for
+        a name that is not an entry key (left by something else: deleted)."""
+        out = []
+        for name, nbytes in self.store.entries():
+            try:
+                key: EntryKey | None = EntryKey.parse(name)
+            except ValueError:
+                key = None
+            out.append((name, key, nbytes))
+        return out
 
     def prune_views(self) -> None:
         """Let go of mapped entries that other processes removed (called once an epoch)."""
@@ -569,17 +587,18 @@ class AdaptiveCache:
             sweep = getattr(self.store, "sweep", None)
             if sweep is not None:
                 sweep()  # temporary files of writers that died
-            present = dict(self.store.entries())
+            listing = self._listing()
+            present = {key for _, key, _ in listing if key is not None}
             for key in [k for k in self._held if k not in present]:
                 self._evict(key, "invalid")
             budget = self._budget_bytes()
-            for key, nbytes in present.items():
-                if key in self._held:
+            for name, key, nbytes in listing:
+                if key is not None and key in self._held:
                     continue
-                tier = key.split("-", 1)[0]
-                if tier not in self._est:
-                    self._delete(key)
+                if key is None or key.tier not in self._est:
+                    self._delete(name)
                     continue
+                tier = key.tier
                 info = EntryInfo(key, tier, nbytes, self._est[tier].seconds or 1e-3)
                 if self.policy.admit(info, budget - self._used, budget) == []:
                     self._held[key] = info
@@ -623,7 +642,7 @@ class AdaptiveCache:
     def bytes_held(self) -> int:
         return self._used
 
-    def held_keys(self) -> Iterable[str]:
+    def held_keys(self) -> Iterable[EntryKey]:
         return list(self._held)
 
     def clear(self) -> None:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaptive_cache.engine import AdaptiveCache
+from adaptive_cache.keys import EntryKey
 from adaptive_cache.pipeline import Sample
 from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
@@ -78,7 +79,7 @@ class _Plan:
 
     def __init__(self, indices: list[int]) -> None:
         self.indices = indices
-        self.local: dict[int, str] = {}  # position in batch -> key served in the main process
+        self.local: dict[int, EntryKey] = {}  # position in batch -> key served in the main process
         self.orders: list[WorkOrder] = []
 
 

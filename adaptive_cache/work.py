@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from adaptive_cache import codec
+from adaptive_cache.keys import EntryKey
 from adaptive_cache.pipeline import Pipeline, Sample
 from adaptive_cache.stores.base import Store, StoreError
 
@@ -29,34 +30,47 @@ class WorkOrder:
     Attributes:
         index: sample index.
         epoch: epoch (seeds random stages).
-        lookup: ``(tier, key)`` pairs to try, deepest first.
-        write: ``(tier, key)`` pairs to write once computed (the owner admits or
-            withdraws them when the report comes back).
+        lookup: keys to try, deepest tier first (every kept tier of the sample).
+        write: keys to write once computed (the owner admits or withdraws them when
+            the report comes back).
         prefix_only: stop after the deterministic prefix (preloading).
     """
 
     index: int
     epoch: int
-    lookup: tuple[tuple[str, str], ...] = ()
-    write: tuple[tuple[str, str], ...] = ()
+    lookup: tuple[EntryKey, ...] = ()
+    write: tuple[EntryKey, ...] = ()
     prefix_only: bool = False
 
 
 @dataclass
 class WorkReport:
-    """What happened while executing a :class:`WorkOrder`."""
+    """What happened while executing a :class:`WorkOrder`.
+
+    Attributes:
+        index: sample index.
+        keys: the order's lookup keys (every kept tier of this sample).
+        hit: the key that served the sample, if one did.
+        missed: tiers looked up and not found.
+        corrupt: keys found but not decodable.
+        lookup_seconds: time spent looking up.
+        start: stages skipped thanks to the hit (0: computed from the source).
+        timings: ``timings[0]`` the source read, ``timings[i + 1]`` stage ``i``.
+        written: keys written to a shared store, with the bytes each takes there.
+        payloads: encoded values for the owner to store (a private store).
+        store_errors: store failures (each a miss).
+    """
 
     index: int
-    keys: tuple[tuple[str, str], ...] = ()
-    hit_tier: str | None = None
-    hit_key: str | None = None
+    keys: tuple[EntryKey, ...] = ()
+    hit: EntryKey | None = None
     missed: tuple[str, ...] = ()
-    corrupt: tuple[tuple[str, str], ...] = ()
+    corrupt: tuple[EntryKey, ...] = ()
     lookup_seconds: float = 0.0
     start: int = 0
     timings: list[float] = field(default_factory=list)
-    written: dict[str, tuple[str, int]] = field(default_factory=dict)
-    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    written: dict[EntryKey, int] = field(default_factory=dict)
+    payloads: dict[EntryKey, bytes] = field(default_factory=dict)
     store_errors: int = 0
 
 
@@ -72,11 +86,11 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     sample: Sample | None = None
     t0 = time.perf_counter()
     missed: list[str] = []
-    corrupt: list[tuple[str, str]] = []
+    corrupt: list[EntryKey] = []
     if store is not None:
-        for tier, key in order.lookup:
+        for key in order.lookup:
             try:
-                buf = store.get(key)
+                buf = store.get(str(key))
             except StoreError:
                 report.store_errors += 1
                 buf = None
@@ -84,22 +98,21 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
                 try:
                     sample = codec.decode(buf)
                 except codec.CodecError:
-                    corrupt.append((tier, key))
+                    corrupt.append(key)
                 else:
-                    report.hit_tier = tier
-                    report.hit_key = key
-                    report.start = pipeline.tier_end(tier)
+                    report.hit = key
+                    report.start = pipeline.tier_end(key.tier)
                     break
-            missed.append(tier)
+            missed.append(key.tier)
     report.lookup_seconds = time.perf_counter() - t0
     report.missed = tuple(missed)
     report.corrupt = tuple(corrupt)
 
     captured: dict[int, Sample] = {}
     wanted = {
-        pipeline.tier_end(tier): (tier, key)
-        for tier, key in order.write
-        if pipeline.tier_end(tier) > report.start
+        pipeline.tier_end(key.tier): key
+        for key in order.write
+        if pipeline.tier_end(key.tier) > report.start
     }
     outputs = {end: (lambda s, end=end: captured.__setitem__(end, s)) for end in wanted}
     sample = pipeline.run(
@@ -111,15 +124,15 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
         timings=report.timings,
         outputs=outputs,
     )
-    for end, (tier, key) in wanted.items():
+    for end, key in wanted.items():
         data = codec.encode(captured[end])
         if store is not None and store.shared:
             try:
-                report.written[tier] = (key, store.put(key, data))
+                report.written[key] = store.put(str(key), data)
             except StoreError:
                 report.store_errors += 1
         else:
-            report.payloads[tier] = (key, data)
+            report.payloads[key] = data
     if not order.prefix_only and pipeline.prefix_len < len(pipeline.stages):
         sample = pipeline.run(
             order.index,

@@ -151,9 +151,9 @@ def test_cache_consistent_after_worker_killed(tmp_path, monkeypatch):
         for _ in loader:
             pass
         held = set(cache.held_keys())
-        assert held and all(cache.store.contains(k) for k in held)
+        assert held and all(cache.store.contains(str(k)) for k in held)
         sizes = dict(cache.store.entries())
-        assert cache.bytes_held == sum(sizes[k] for k in held)
+        assert cache.bytes_held == sum(sizes[str(k)] for k in held)
         assert cache.stats().tiers["small"].items == 12
 
 

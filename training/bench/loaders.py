@@ -287,7 +287,7 @@ def measure_hit_cost(cache: AdaptiveCache, repeats: int = 200) -> Record:
     private = {i: [a.copy() for a in arrays(cache.get(i, 0))] for i, _ in held[:repeats]}
     for r in range(repeats):
         index, key = held[r % len(held)]
-        order = WorkOrder(index, 0, ((key.split("-", 1)[0], key),))
+        order = WorkOrder(index, 0, (key,))
         t0 = clock()
         execute(pipe, cache.store, order)
         reads.append(clock() - t0)
