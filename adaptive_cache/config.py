@@ -10,7 +10,16 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+from adaptive_cache.policies import POLICIES, Policy, check_name
 
 _UNITS = {
     "": 1,
@@ -83,6 +92,26 @@ class TierMode(str, Enum):
     off = "off"
 
 
+def _policy(value: Any) -> str | Policy:
+    value = _yaml_switch(value)
+    if isinstance(value, Policy):
+        return value
+    if isinstance(value, str):
+        return check_name(value)
+    raise ValueError(
+        f"expected a policy name ({', '.join(sorted(POLICIES))}) or a Policy instance, "
+        f"got {value!r}"
+    )
+
+
+PolicySpec = Annotated[
+    Any,
+    BeforeValidator(_policy),
+    PlainSerializer(lambda v: v if isinstance(v, str) else v.name, when_used="json"),
+]
+"""A policy name (the registry in :mod:`adaptive_cache.policies`) or a Policy instance."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -109,11 +138,14 @@ class CacheConfig(_Strict):
 
     With nothing set the cache sizes itself from measured headroom and decides per
     sample which tier to keep.
+
+    ``policy`` is a name (``auto``, ``static``, ``lru``, ``off``; ``off`` turns caching
+    off) or an instance of a :class:`~adaptive_cache.policies.base.Policy` subclass; an
+    instance serves one cache (it holds that cache's membership) and is written as its
+    ``name`` in JSON.
     """
 
-    policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
-        "auto"
-    )
+    policy: PolicySpec = "auto"
     store: Literal["shm", "local", "disk", "redis"] = "shm"
     max_bytes: Size | None = None
     reserve_bytes: Size = parse_size("1GiB")
@@ -145,6 +177,11 @@ class CacheConfig(_Strict):
                     f"got {self.redis_url!r}"
                 )
         return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether caching is on (``policy`` is not ``off``)."""
+        return not (isinstance(self.policy, str) and self.policy == "off")
 
     def tier_mode(self, tier: str) -> TierMode:
         return self.tiers.get(tier, TierMode.auto)

@@ -78,9 +78,11 @@ class AdaptiveCache:
             ``budget / local_world_size`` so that the node's budget holds.
         stats_dir: if set, snapshots are published there and :meth:`stats` sums the
             snapshots of every live process of the node.
+        policy: a policy name or instance; overrides ``config.policy``.
 
     Raises:
-        ValueError: a tier in ``config.tiers`` that the pipeline does not have.
+        ValueError: a tier in ``config.tiers`` that the pipeline does not have, an
+            unknown policy name, or a policy instance that already serves another cache.
         RandomStageError: a tier forced on that names a random stage.
 
     Example:
@@ -101,22 +103,29 @@ class AdaptiveCache:
         namespace: str | None = None,
         local_world_size: int = 1,
         stats_dir: str | None = None,
+        policy: Policy | str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.config = config = config or CacheConfig()
         self.name = name
         self._check_tiers(pipeline, config)
-        self.enabled = config.policy != "off"
+        spec = config.policy if policy is None else policy
+        self.enabled = not (isinstance(spec, str) and spec == "off")
         self.tiers: list[str] = [
             t for t in pipeline.tiers if self.enabled and config.tier_mode(t) is not TierMode.off
         ]
+        self.policy: Policy = (
+            spec
+            if isinstance(spec, Policy)
+            else make_policy(spec, replace_margin=config.replace_margin)
+        )
+        self.policy.bind(self)
         self.namespace = namespace or f"{name}-{uuid.uuid4().hex[:12]}"
         self.store: Store = (
             store if store is not None else open_store(config, namespace=self.namespace)
         )
         self.probe: Probe = probe if probe is not None else MemoryProbe()
         self.budget = BudgetController(config, self.probe, clock=clock)
-        self.policy: Policy = make_policy(config.policy, replace_margin=config.replace_margin)
         # Candidates per epoch: one per sample (a miss offers one tier, see _choose_write).
         self.policy.set_population(max(1, len(pipeline)))
         self._share = max(1, int(local_world_size))
@@ -259,7 +268,7 @@ class AdaptiveCache:
         ts.hits += 1
         ts.saved_seconds += saved
         if info is not None:
-            self.policy.on_access(key)
+            self.policy.access(key)
         return saved
 
     def _log_every(self) -> None:
@@ -411,7 +420,7 @@ class AdaptiveCache:
                 return False
         self._held[cand.key] = cand
         self._used += cand.nbytes
-        self.policy.on_insert(cand)
+        self.policy.insert(cand)
         ts = self._stats.tier(cand.tier)
         ts.insertions += 1
         ts.bytes += cand.nbytes
@@ -442,7 +451,7 @@ class AdaptiveCache:
                 self._stats.tier(key.tier).evictions[reason] += 1
             return
         self._used -= info.nbytes
-        self.policy.on_remove(key)
+        self.policy.remove(key)
         ts = self._stats.tier(info.tier)
         ts.evictions[reason] += 1
         ts.bytes -= info.nbytes
@@ -537,7 +546,7 @@ class AdaptiveCache:
             info = EntryInfo(key, tier, nbytes, self._est[tier].seconds or 1e-3)
             self._held[key] = info
             self._used += nbytes
-            self.policy.on_insert(info)
+            self.policy.insert(info)
             ts = self._stats.tier(tier)
             ts.bytes += nbytes
             ts.items += 1
@@ -603,7 +612,7 @@ class AdaptiveCache:
                 if self.policy.admit(info, budget - self._used, budget) == []:
                     self._held[key] = info
                     self._used += nbytes
-                    self.policy.on_insert(info)
+                    self.policy.insert(info)
                     ts = self._stats.tier(tier)
                     ts.insertions += 1
                     ts.bytes += nbytes

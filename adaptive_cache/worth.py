@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Container
+from collections.abc import Container, Hashable
 
 _MASK = 2**64 - 1
 
@@ -32,12 +32,12 @@ class WorthSketch:
             raise ValueError(f"WorthSketch capacity must be >= 2, got {capacity}")
         self.capacity = capacity
         self.min_samples = min_samples
-        self._members: dict[str, tuple[float, int]] = {}
-        self._hashes: dict[str, float] = {}
-        self._max_heap: list[tuple[float, str]] = []  # (-hash, key) of members
+        self._members: dict[Hashable, tuple[float, int]] = {}
+        self._hashes: dict[Hashable, float] = {}
+        self._max_heap: list[tuple[float, Hashable]] = []  # (-hash, key) of members
         self._population = 0
         self._changes = 0
-        self._ordered: list[tuple[str, tuple[float, int]]] = []  # by worth, descending
+        self._ordered: list[tuple[Hashable, tuple[float, int]]] = []  # by worth, descending
         self._worths: list[float] = []  # descending
         self._cum: list[float] = []  # cumulative bytes along _worths, unscaled
         self._scale_n = 0
@@ -64,11 +64,11 @@ class WorthSketch:
             seen = int((self.capacity - 1) / max(-self._max_heap[0][0], 1e-18))
         return max(self._population, seen)
 
-    def get(self, key: str) -> tuple[float, int] | None:
+    def get(self, key: Hashable) -> tuple[float, int] | None:
         """The last ``(worth, nbytes)`` recorded for ``key`` if it is in the sample."""
         return self._members.get(key)
 
-    def add(self, key: str, worth: float, nbytes: int) -> None:
+    def add(self, key: Hashable, worth: float, nbytes: int) -> None:
         """Record a measurement of ``key`` (a repeat replaces the earlier one)."""
         if key in self._members:
             if self._members[key] != (worth, nbytes):
@@ -128,7 +128,7 @@ class WorthSketch:
         return self._worths[min(idx, m - 1)]
 
     def fill_threshold(
-        self, free_bytes: int, budget_bytes: int, held: Container[str]
+        self, free_bytes: int, budget_bytes: int, held: Container[Hashable]
     ) -> float | None:
         """Worth at which candidates that still fit fill ``free_bytes`` (greedy fill).
 

@@ -12,6 +12,7 @@ from adaptive_cache.config import CacheConfig
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
 from adaptive_cache.memory import MemoryReading
 from adaptive_cache.pipeline import RandomStageError
+from adaptive_cache.policies import StaticPolicy
 from adaptive_cache.work import WorkOrder, execute
 from tests.adaptive_cache.pipelines import image_pipeline, write_images
 
@@ -233,6 +234,18 @@ def test_shm_hits_are_served_in_place_read_only_and_corruption_is_a_miss(tmp_pat
         st = cache.stats()
         assert st.tiers["small"].evictions["invalid"] == 1
         assert st.tiers["small"].hits == 3
+
+
+def test_an_injected_policy_decides_and_serves_one_cache(tmp_path):
+    write_images(tmp_path / "img", 6)
+    policy = StaticPolicy()
+    with _cache(tmp_path / "img", max_bytes="1GiB", policy=policy) as cache:
+        assert cache.policy is policy
+        for i in range(6):
+            cache.get(i)
+        assert len(policy) == 6 and policy.held_bytes == cache.bytes_held
+        with pytest.raises(ValueError, match="own policy instance"):
+            _cache(tmp_path / "img", policy=policy)
 
 
 def test_off_policy_caches_nothing(tmp_path):
