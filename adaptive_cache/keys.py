@@ -18,6 +18,17 @@ _TIER = re.compile(r"[a-z][a-z0-9_]*")
 _DIGEST = re.compile(r"[0-9A-Za-z]+")
 
 
+def check_tier(name: str) -> str:
+    """Return ``name`` if it can name a tier (lower-case letters, digits, ``_``).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not isinstance(name, str) or not _TIER.fullmatch(name):
+        raise ValueError(f"tier name {name!r}: expected lower-case letters, digits, '_'")
+    return name
+
+
 class EntryKey(NamedTuple):
     """``(tier, digest)`` of one entry; ``str(key)`` is its name in a store.
 

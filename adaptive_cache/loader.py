@@ -22,28 +22,66 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.keys import EntryKey
-from adaptive_cache.pipeline import Sample
+from adaptive_cache.pipeline import Pipeline, Sample
+from adaptive_cache.stores.base import Store
 from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
 
 log = logging.getLogger(__name__)
 
 
+class CacheOwner(Protocol):
+    """What the loader asks of the cache it serves (:class:`~adaptive_cache.engine.
+    AdaptiveCache` is one): the owner plans each sample and accounts for it."""
+
+    name: str
+    pipeline: Pipeline
+    store: Store
+    enabled: bool
+
+    def get(self, index: int, epoch: int = 0) -> Sample:
+        """Serve a sample in this process, admitting what it computes."""
+        ...
+
+    def serve(self, index: int, epoch: int, key: EntryKey | None) -> Sample:
+        """:meth:`get` for a sample whose :meth:`final_hit_key` was looked up."""
+        ...
+
+    def final_hit_key(self, index: int) -> EntryKey | None:
+        """The key of a held entry that needs no further stage (served in place)."""
+        ...
+
+    def holds(self, index: int) -> bool:
+        """Whether any tier of the sample is kept."""
+        ...
+
+    def order(self, index: int, epoch: int, *, prefix_only: bool = False) -> WorkOrder:
+        """What to look up and write for one sample (executed anywhere)."""
+        ...
+
+    def complete(self, report: WorkReport) -> None:
+        """Account for an executed order."""
+        ...
+
+    def begin_epoch(self, epoch: int, *, reconcile: bool = False) -> None:
+        """A pass over the data starts (``reconcile``: workers may have died)."""
+        ...
+
+
 class CacheDataset(Dataset):
-    """Map-style dataset over an :class:`AdaptiveCache` (usable with any DataLoader).
+    """Map-style dataset over a cache (usable with any DataLoader).
 
     With a plain DataLoader and workers, each worker serves from the shared store but
     only the main process admits; use :class:`CacheLoader` to cache from workers too.
     """
 
-    def __init__(self, cache: AdaptiveCache) -> None:
+    def __init__(self, cache: CacheOwner) -> None:
         self.cache = cache
         self.epoch = 0
         self._epoch_set = False
@@ -86,7 +124,7 @@ class _Plan:
 class _Planner:
     """Plans batches in order, once each; shared by the loop and the workers' sampler."""
 
-    def __init__(self, cache: AdaptiveCache, batches: Iterator[list[int]], epoch: int) -> None:
+    def __init__(self, cache: CacheOwner, batches: Iterator[list[int]], epoch: int) -> None:
         self.cache = cache
         self.epoch = epoch
         self._batches = batches
@@ -204,9 +242,8 @@ class CacheLoader(DataLoader):
         batches = iter(self.batch_sampler) if self.batch_sampler is not None else None
         if batches is None:
             raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
-        if self.num_workers > 0:
-            cache.reconcile()  # entries of workers that died last epoch
-        cache.prune_views()  # mappings of entries other ranks evicted
+        # After an epoch with workers, some may have died with entries unreported.
+        cache.begin_epoch(epoch, reconcile=self.num_workers > 0)
         planner = _Planner(cache, batches, epoch)
         counts = {"main_samples": 0, "worker_samples": 0}
         self.last_epoch = counts
@@ -247,7 +284,7 @@ class CacheLoader(DataLoader):
 
 
 def preload(
-    cache: AdaptiveCache,
+    cache: CacheOwner,
     *,
     num_workers: int = 0,
     batch_size: int = 16,

@@ -147,24 +147,24 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
 class WorkDataset:
     """Map-style dataset of work orders, executed in DataLoader workers.
 
-    The store is reopened lazily in each worker from its picklable handle, so this
-    object pickles for spawn and forkserver as well as fork.
+    The store reaches a worker as its picklable handle (:meth:`Store.handle`) and is
+    opened lazily there, so this object pickles for spawn and forkserver as well as
+    fork. A private store's handle opens an empty store: its lookups miss, and what
+    the worker computes goes back to the owner in the report.
     """
 
-    def __init__(self, pipeline: Pipeline, store: Store | None) -> None:
+    def __init__(self, pipeline: Pipeline, store: Store) -> None:
         self.pipeline = pipeline
-        self._handle = store.handle() if store is not None and store.shared else None
+        self._handle = store.handle()
         self._store: Store | None = None
-        self._local = store if store is not None and not store.shared else None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_store"] = None
-        state["_local"] = None
         return state
 
-    def _open(self) -> Store | None:
-        if self._store is None and self._handle is not None:
+    def _open(self) -> Store:
+        if self._store is None:
             self._store = self._handle.open()
         return self._store
 

@@ -190,3 +190,26 @@ def test_preload_respects_the_budget(tmp_path):
     with cache:
         preload(cache, progress=False)
         assert 0 < cache.bytes_held <= budget
+
+
+def test_a_private_store_reaches_workers_through_its_handle(tmp_path):
+    # The one way a store reaches a worker is its handle; a private store's opens empty
+    # there, so workers compute and the owner keeps (and serves) what they hand back.
+    write_images(tmp_path / "img", 8)
+    uncached = image_pipeline(tmp_path / "img", random=False)
+    cache = AdaptiveCache(
+        image_pipeline(tmp_path / "img", random=False),
+        _config(store="local", max_bytes="1GiB"),
+        name="t",
+        probe=StaticProbe(),
+    )
+    loader = CacheLoader(CacheDataset(cache), batch_size=4, num_workers=2, collate_fn=collate)
+    with cache:
+        first = np.concatenate(list(loader))
+        assert loader.last_epoch["worker_samples"] == 8
+        second = np.concatenate(list(loader))
+        assert loader.last_epoch == {"main_samples": 8, "worker_samples": 0}
+        want = np.stack([uncached.run(i)["image"] for i in range(8)])
+        np.testing.assert_array_equal(first, want)
+        np.testing.assert_array_equal(second, want)
+        assert cache.stats().hits == 8

@@ -1,0 +1,404 @@
+"""AdaptiveCache: the one object a dataset talks to.
+
+It serves a :class:`~adaptive_cache.pipeline.Pipeline`: for each sample it finds the
+deepest cached tier, runs the remaining stages and decides whether to keep what it
+computed. This module is the hot path (:meth:`AdaptiveCache.serve`,
+:meth:`~AdaptiveCache.order`, :meth:`~AdaptiveCache.complete`) and the wiring; the
+parts it composes each own one job:
+
+* :class:`~adaptive_cache.engine.ledger.Ledger`: the held entries and their bytes;
+* :class:`~adaptive_cache.engine.costs.CostModel`: per-sample sizes and rebuild times;
+* :class:`~adaptive_cache.engine.admission.Admission`: budget, policy and tier modes;
+* :mod:`~adaptive_cache.engine.recovery`: adopting and reconciling a store's entries;
+* :class:`~adaptive_cache.engine.views.DecodedViews`: hits served in place.
+
+Only the process that owns the engine admits or evicts: DataLoader workers (see
+:mod:`adaptive_cache.loader`) execute work orders and report back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from adaptive_cache.budget import BudgetController, MemoryAlert
+from adaptive_cache.config import CacheConfig, TierMode
+from adaptive_cache.engine import recovery
+from adaptive_cache.engine.admission import Admission
+from adaptive_cache.engine.costs import CostModel
+from adaptive_cache.engine.ledger import Ledger
+from adaptive_cache.engine.views import DecodedViews
+from adaptive_cache.keys import EntryKey, check_tier
+from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache.memory import MemoryProbe, Probe
+from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
+from adaptive_cache.policies import Policy, make_policy
+from adaptive_cache.stats import CacheStats, StatsBoard, merge
+from adaptive_cache.stores import open_store
+from adaptive_cache.stores.base import Store
+from adaptive_cache.work import WorkOrder, WorkReport, execute
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Any], None]
+
+
+class AdaptiveCache:
+    """A memory-aware cache over the deterministic prefix of a pipeline.
+
+    Args:
+        pipeline: the pipeline to serve; its ``tiers`` name what may be kept.
+        config: cache settings; with defaults the cache sizes itself.
+        name: a short name (the split, e.g. ``"val"``): logs and metric labels.
+        store: where entries live; by default ``open_store(config, ...)`` (node-shared
+            memory). Pass one to share a store or inject a test store.
+        probe: memory probe (inject a fake one in tests).
+        clock: monotonic clock for rate limiting (inject a fake one in tests).
+        namespace: store namespace; processes giving the same namespace share entries
+            (DDP ranks of one node). Default: unique per cache.
+        local_world_size: processes of this node sharing the store; each admits within
+            ``budget / local_world_size`` so that the node's budget holds.
+        stats_dir: if set, snapshots are published there and :meth:`stats` sums the
+            snapshots of every live process of the node.
+        policy: a policy name or instance; overrides ``config.policy``.
+
+    Raises:
+        ValueError: a tier in ``config.tiers`` that the pipeline does not have, an
+            unknown policy name, or a policy instance that already serves another cache.
+        RandomStageError: a tier forced on that names a random stage.
+
+    Example:
+        >>> cache = AdaptiveCache(pipeline, CacheConfig(max_bytes="2GiB"), name="val")
+        >>> sample = cache.get(0)
+        >>> loader = cache.loader(batch_size=16, num_workers=2)
+    """
+
+    plan_text: str = "not yet measured"
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: CacheConfig | None = None,
+        *,
+        name: str = "default",
+        store: Store | None = None,
+        probe: Probe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        namespace: str | None = None,
+        local_world_size: int = 1,
+        stats_dir: str | None = None,
+        policy: Policy | str | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.config = config = config or CacheConfig()
+        self.name = name
+        _check_tiers(pipeline, config)
+        spec = config.policy if policy is None else policy
+        self.enabled = not (isinstance(spec, str) and spec == "off")
+        self.policy: Policy = (
+            spec
+            if isinstance(spec, Policy)
+            else make_policy(spec, replace_margin=config.replace_margin)
+        )
+        self.policy.bind(self)
+        # Candidates per epoch: one per sample (a miss offers one tier, see choose_write).
+        self.policy.set_population(max(1, len(pipeline)))
+        self.tiers: list[str] = [
+            t for t in pipeline.tiers if self.enabled and config.tier_mode(t) is not TierMode.off
+        ]
+        self.namespace = namespace or f"{name}-{uuid.uuid4().hex[:12]}"
+        self.store: Store = (
+            store if store is not None else open_store(config, namespace=self.namespace)
+        )
+        self.probe: Probe = probe if probe is not None else MemoryProbe()
+        self._share = max(1, int(local_world_size))
+        self._lock = threading.RLock()
+        self._stats = CacheStats()
+        for t in self.tiers:
+            self._stats.tier(t)
+        self._listeners: list[Listener] = []
+        self.ledger = Ledger(self.policy, self.store, self._stats, name)
+        self.costs = CostModel(pipeline)
+        self.admission = Admission(
+            config,
+            pipeline,
+            self.ledger,
+            self.costs,
+            BudgetController(config, self.probe, clock=clock),
+            self._stats,
+            share=self._share,
+            emit=self._emit,
+            name=name,
+        )
+        self._views = DecodedViews(self.store)
+        self._order: list[str] = list(self.tiers)  # tiers in the order they are offered
+        self._planned = False
+        self._epoch: int | None = None
+        self._board = StatsBoard(stats_dir) if stats_dir else None
+        self._final = next(
+            (t for t in self.tiers if pipeline.tier_end(t) == len(pipeline.stages)), None
+        )
+        if self.enabled:
+            self.admission.refresh(force=True)
+            if self.store.persistent:
+                self._adopt()
+
+    # The hot path.
+
+    def get(self, index: int, epoch: int = 0) -> Sample:
+        """Serve sample ``index`` in this process, admitting what it computes."""
+        return self.serve(index, epoch, self.final_hit_key(index))
+
+    def serve(self, index: int, epoch: int, key: EntryKey | None) -> Sample:
+        """:meth:`get` for a caller that already looked up :meth:`final_hit_key`.
+
+        A held final-tier entry is served in place; one that vanished, is corrupt or
+        unreadable (and any sample without ``key``) takes the general path, which
+        counts it and computes it.
+        """
+        if epoch != self._epoch:
+            self.begin_epoch(epoch)
+        if key is not None:
+            sample = self.serve_held(key)
+            if sample is not None:
+                return sample
+        sample, report = execute(self.pipeline, self.store, self.order(index, epoch))
+        self.complete(report)
+        return sample
+
+    def serve_held(self, key: EntryKey) -> Sample | None:
+        """Serve a final-tier entry (see :meth:`final_hit_key`) in place, or ``None``.
+
+        The hot path of a cached epoch: the entry is decoded once (see
+        :class:`~adaptive_cache.engine.views.DecodedViews`), and later hits return the
+        same read-only arrays, so a hit costs a lookup and the caller's one copy into
+        its batch. ``None`` (the entry vanished, is corrupt, or the store failed) sends
+        the caller to the general path, which computes the sample and counts the miss.
+        """
+        t0 = time.perf_counter()
+        sample = self._views.get(key)
+        if sample is None:
+            return None
+        with self._lock:
+            if self.enabled and self.admission.budget.probe_due():
+                # A hit changes no byte count: only a new memory reading can change
+                # the decision, so between probes there is nothing to redo.
+                self.admission.refresh()
+            self._stats.requests += 1
+            self._stats.observe_lookup(time.perf_counter() - t0)
+            self._count_hit(key)
+            self._log_every()
+        return dict(sample)
+
+    def order(self, index: int, epoch: int, *, prefix_only: bool = False) -> WorkOrder:
+        """Decide what to look up and what to write for one sample."""
+        if not self.tiers:
+            return WorkOrder(index, epoch, prefix_only=prefix_only)
+        keys = self.pipeline.keys(index, self.tiers)
+        lookup = tuple(keys[t] for t in self.tiers)
+        with self._lock:
+            if epoch != self._epoch:
+                self.begin_epoch(epoch)
+            write = self.admission.choose_write(keys, self._order)
+        return WorkOrder(index, epoch, lookup, write, prefix_only)
+
+    def complete(self, report: WorkReport) -> None:
+        """Account for an executed order: statistics, admissions, withdrawals."""
+        with self._lock:
+            if self.enabled:
+                self.admission.refresh()  # rate-limited by the controller
+            st = self._stats
+            st.requests += 1
+            st.store_errors += report.store_errors
+            st.observe_lookup(report.lookup_seconds)
+            for tier in report.missed:
+                st.tier(tier).misses += 1
+            for key in report.corrupt:
+                self.ledger.discard(key, "invalid")
+            cost_base = self._count_hit(report.hit) if report.hit is not None else 0.0
+            measured: dict[EntryKey, tuple[int, bytes | None]] = {
+                key: (nbytes, None) for key, nbytes in report.written.items()
+            }
+            for key, data in report.payloads.items():
+                measured[key] = (len(data), data)
+            deepest_first = sorted(measured, key=lambda k: -self.pipeline.tier_end(k.tier))
+            for key in deepest_first:
+                nbytes, data = measured[key]
+                seconds = self.costs.rebuild_seconds(report, key.tier, cost_base)
+                cand = self.costs.measure(key, nbytes, seconds)
+                kept = self.admission.admit(cand, data, written=data is None, siblings=report.keys)
+                if kept and key.tier == self._final:
+                    self._views.prepare(key)
+            self.costs.remeasure(report, cost_base, measured, self.ledger)
+            self._maybe_plan()
+            self._log_every()
+
+    def final_hit_key(self, index: int) -> EntryKey | None:
+        """The key of a held entry that needs no further stage, if any (served in place)."""
+        if self._final is None:
+            return None
+        key = self.pipeline.keys(index, (self._final,))[self._final]
+        return key if self._held_here_or_by_node(key) else None
+
+    def holds(self, index: int) -> bool:
+        """Whether any tier of sample ``index`` is kept (by this process or the node)."""
+        if not self.tiers:
+            return False
+        keys = self.pipeline.keys(index, self.tiers).values()
+        return any(self._held_here_or_by_node(key) for key in keys)
+
+    def _held_here_or_by_node(self, key: EntryKey) -> bool:
+        if key in self.ledger:
+            return True
+        return self.store.shared and self._share > 1 and self.store.contains(str(key))
+
+    def _count_hit(self, key: EntryKey) -> float:
+        st = self._stats
+        st.hits += 1
+        info = self.ledger.touch(key)
+        saved = info.seconds if info else self.costs.tier_seconds(key.tier)
+        ts = st.tier(key.tier)
+        ts.hits += 1
+        ts.saved_seconds += saved
+        return saved
+
+    def _log_every(self) -> None:
+        n = self.config.log_every_n
+        if n and self._stats.requests % n == 0:
+            log.info("%s %s", self.name, self._stats.summary())
+
+    def _maybe_plan(self) -> None:
+        if self._planned:
+            return
+        planned = self.costs.plan(self.tiers, self.admission.budget_bytes(), self.admission.forced)
+        if planned is None:
+            return
+        self._planned = True
+        self._order, self.plan_text = planned
+        log.info("%s: cache plan: %s", self.name, self.plan_text)
+
+    # Epochs and recovery.
+
+    def begin_epoch(self, epoch: int, *, reconcile: bool = False) -> None:
+        """Start a pass over the data (the loader calls this; :meth:`get` notices a new
+        epoch number itself).
+
+        Args:
+            epoch: the epoch number.
+            reconcile: also match the accounting to the store (after an epoch whose
+                DataLoader workers may have died; see :meth:`reconcile`).
+        """
+        with self._lock:
+            if reconcile:
+                self.reconcile()
+            self.store.prune_views()  # mappings of entries other ranks evicted
+            self._epoch = epoch
+            self.policy.start_epoch()
+
+    def _adopt(self) -> None:
+        """Adopt the valid entries of a persistent store; drop the stale ones."""
+        valid: set[EntryKey] = set()
+        for index in range(len(self.pipeline)):
+            valid.update(self.pipeline.keys(index, self.tiers).values())
+        recovery.adopt(self.ledger, valid, self.costs.assumed_seconds)
+        self.admission.refresh(force=True)
+
+    def reconcile(self) -> None:
+        """Make the accounting match the store again.
+
+        A worker that dies after writing an entry never reports it: such orphans are
+        adopted when the policy would take them, otherwise deleted; entries that
+        vanished from the store are dropped from the accounting. Only for a store
+        this process is the sole owner of (other ranks' entries are not orphans).
+        """
+        if not self.enabled or self._share > 1:
+            return
+        with self._lock:
+            recovery.reconcile(
+                self.ledger,
+                self.pipeline.tiers,
+                self.costs.assumed_seconds,
+                self.admission.takes_into_free_space,
+            )
+
+    # Reporting.
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(event)`` for every event (``MemoryAlert``) the cache raises."""
+        self._listeners.append(fn)
+
+    def _emit(self, event: MemoryAlert) -> None:
+        for fn in list(self._listeners):
+            fn(event)
+
+    def local_stats(self) -> CacheStats:
+        """This process's statistics (a copy)."""
+        with self._lock:
+            return CacheStats.from_dict(self._stats.to_dict())
+
+    def stats(self) -> CacheStats:
+        """Statistics summed over every process of the node that shares this cache."""
+        local = self.local_stats()
+        if self._board is None:
+            return local
+        self._board.publish(local)
+        return merge(self._board.read_all())
+
+    def publish(self) -> None:
+        if self._board is not None:
+            self._board.publish(self.local_stats())
+
+    @property
+    def bytes_held(self) -> int:
+        return self.ledger.bytes
+
+    def held_keys(self) -> Iterable[EntryKey]:
+        return list(self.ledger)
+
+    def clear(self) -> None:
+        """Drop every entry this process holds."""
+        with self._lock:
+            for key in list(self.ledger):
+                self.ledger.evict(key, "budget")
+
+    def close(self) -> None:
+        """Release the store (a node-shared store is removed by its owner)."""
+        self.store.close()
+
+    def __enter__(self) -> AdaptiveCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def loader(self, **kwargs: Any) -> CacheLoader:
+        """A :class:`~adaptive_cache.loader.CacheLoader` over this cache (DataLoader kwargs)."""
+        return CacheLoader(CacheDataset(self), **kwargs)
+
+
+def _check_tiers(pipeline: Pipeline, config: CacheConfig) -> None:
+    stage_names = [s.name for s in pipeline.stages]
+    for tier, mode in config.tiers.items():
+        if tier in pipeline.tiers:
+            continue
+        if tier in stage_names and stage_names.index(tier) >= pipeline.prefix_len:
+            rnd = pipeline.stages[pipeline.prefix_len]
+            raise RandomStageError(
+                f"cache.tiers.{tier}={mode.value}: {tier!r} comes after the random stage "
+                f"{rnd.name!r} ({rnd.describe_random()}); random outputs are never cached"
+            )
+        raise ValueError(
+            f"cache.tiers.{tier}: unknown tier; this pipeline has {sorted(pipeline.tiers)}"
+        )
+    for tier in pipeline.tiers:
+        check_tier(tier)
+
+
+def pid_namespace(prefix: str) -> str:
+    """A namespace unique to this process tree (for tests and one-off caches)."""
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
