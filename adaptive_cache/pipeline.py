@@ -129,6 +129,7 @@ class Pipeline:
         tiers: tier name -> name of the stage whose output the tier is. A tier must lie
             inside the deterministic prefix.
         seed: base seed for random stages.
+        clock: what stage timings are read from (a fake clock makes them exact in tests).
 
     Raises:
         ValueError: duplicate stage names, an unknown stage in ``tiers``, or a tier
@@ -146,6 +147,7 @@ class Pipeline:
         tiers: Mapping[str, str],
         *,
         seed: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         names = [s.name for s in stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -154,6 +156,7 @@ class Pipeline:
         self.source = source
         self.stages: list[Stage] = list(stages)
         self.seed = int(seed)
+        self.clock = clock
         self.prefix_len = next(
             (i for i, s in enumerate(self.stages) if not s.deterministic), len(self.stages)
         )
@@ -263,7 +266,7 @@ class Pipeline:
                 (used to hand tier values to the cache as soon as they exist).
         """
         end = len(self.stages) if upto is None else upto
-        clock = time.perf_counter
+        clock = self.clock
         if start == 0:
             t0 = clock()
             sample = self.source.load(index)

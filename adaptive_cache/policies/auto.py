@@ -12,36 +12,45 @@ from adaptive_cache.worth import WorthSketch
 _NOISE_MIN = 8  # repeated measurements before the noise estimate is used
 _NOISE_EMA = 0.05  # weight of one new relative change in the noise estimate
 
+HeapItem = tuple[float, int, Key]  # (worth, seq, key); stale once the key's seq differs
+
 
 class AutoPolicy(Policy):
-    """Keep what is worth most per byte, learned from measurements; never churn.
+    """Fill free space like ``static``, then trade up by worth; never churn for nothing.
 
-    A :class:`~adaptive_cache.worth.WorthSketch` of every observed candidate estimates
-    the fractional-knapsack threshold ``w*`` for the current budget. A candidate enters
-    free space when its worth is at least ``w*``; when the cache is full it replaces
-    held entries only if it is worth more than ``replace_margin`` times each of them.
-    Candidates of equal worth therefore never displace each other, which is what keeps
-    shuffled epochs from churning (hit rate = budget fraction, where LRU gets
-    ``f + (1-f) ln(1-f)``). ``victim()`` is the lowest-worth entry.
+    Worth is the seconds an entry saves per byte it holds. Free space is filled with
+    whatever fits, in arrival order, from the first epoch on, exactly as ``static``
+    does; a full cache then replaces held entries by candidates worth more:
 
-    Free space goes to candidates of worth at least ``w* / tolerance``, where the
-    tolerance is the noise of the measurements themselves: the policy watches how much
-    successive measurements of the same key differ (timings vary by 5-20% from run to
-    run) and treats worths closer than that as equal (``tolerance`` = 1 + 2 x the RMS
-    relative change, capped at ``replace_margin``). With exact measurements it is 1:
-    free space is then not given away below ``w*``, because entries just under the
-    threshold that arrived early would fill it in arrival order and the margin would
-    keep them (in simulation that cost up to 6% of the knapsack bound). With noisy
-    ones, a strict ``w*`` would turn away, by chance, half of the candidates that
-    belong in the cache, and free space would fill over several epochs instead of one.
-    Call :meth:`set_population` with the number of candidates per epoch: without it
-    the first epoch underestimates the population and admits too freely.
+    * always when the candidate is worth more than ``replace_margin`` times each
+      entry it displaces;
+    * also, with a smaller gap, when the candidate belongs in the fractional-knapsack
+      optimum (worth at least ``w*``, estimated by a
+      :class:`~adaptive_cache.worth.WorthSketch` of every candidate seen) and the
+      entries it displaces clearly do not (worth below ``w* / tolerance``). The
+      tolerance is the noise of the measurements themselves: the policy watches how
+      much successive measurements of the same key differ (timings vary by 5-20% from
+      run to run) and sets it to 1 + 2 x the RMS relative change, capped at
+      ``replace_margin``; with exact measurements it is 1. This rule is what brings
+      the held set to the knapsack optimum; the margin alone stops short of it.
 
-    Held entries sit in a min-heap by worth with lazy deletion, so ``admit`` and
-    ``victim`` cost O(log n) per key they return.
+    Under shuffled epochs an entry read in this epoch comes back only in the next,
+    while one not yet read comes back later in this one. So an entry can be displaced
+    only once it has been read (or admitted) in the current epoch
+    (:meth:`~Policy.start_epoch` marks the start): a replacement then never costs a
+    hit in the epoch it happens, and every epoch hits at least as often as ``static``
+    holding the same bytes. Candidates of equal worth never displace each other, so
+    shuffled epochs do not churn (hit rate = budget fraction, where LRU gets
+    ``f + (1-f) ln(1-f)``). ``victim()`` (a shrink) is the lowest-worth entry.
+
+    Held entries sit in min-heaps by worth with lazy deletion (one of every entry,
+    one of those read this epoch), so ``admit`` and ``victim`` cost O(log n) per key.
+    Call :meth:`set_population` with the number of candidates per epoch, so that
+    ``w*`` is estimated for the whole data set from the first epoch on.
 
     Args:
-        replace_margin: how much more a candidate must be worth to replace held entries.
+        replace_margin: how much more a candidate must be worth to displace entries
+            that are not clearly outside the knapsack optimum.
         sketch_capacity: distinct candidates the threshold is estimated from.
     """
 
@@ -53,39 +62,14 @@ class AutoPolicy(Policy):
         super().__init__()
         self.replace_margin = replace_margin
         self.sketch = WorthSketch(sketch_capacity)
-        self._stamp: dict[Key, int] = {}  # key -> seq of its live heap item
-        self._heap: list[tuple[float, int, Key]] = []  # (worth, seq, key); stale if seq differs
+        self._seq_of: dict[Key, int] = {}  # key -> seq of its live heap items
+        self._heap: list[HeapItem] = []  # every held entry
+        self._read: list[HeapItem] = []  # entries read or admitted in this epoch
+        self._read_in: dict[Key, int] = {}  # key -> the epoch it was last read in
+        self._epoch = 0
         self._seq = itertools.count()
-        self._fill_cache: tuple[tuple[int, int, int, int], float | None] | None = None
         self._noise_sq = 0.0  # EMA of the squared relative change between measurements
         self._noise_n = 0
-
-    def _valid(self, item: tuple[float, int, Key]) -> bool:
-        return self._stamp.get(item[2]) == item[1]
-
-    def _lowest(self, need: int, exclude: Key) -> tuple[list[Key], float] | None:
-        """Lowest-worth held keys whose bytes sum to >= ``need``, and the highest worth
-        among them; the heap is left as it was (minus stale items)."""
-        popped: list[tuple[float, int, Key]] = []
-        keys: list[Key] = []
-        freed, top = 0, 0.0
-        try:
-            while freed < need:
-                if not self._heap:
-                    return None
-                item = heapq.heappop(self._heap)
-                if not self._valid(item):
-                    continue
-                popped.append(item)
-                if item[2] == exclude:
-                    continue
-                keys.append(item[2])
-                freed += self._entries[item[2]].nbytes
-                top = item[0]
-            return keys, top
-        finally:
-            for item in popped:
-                heapq.heappush(self._heap, item)
 
     @property
     def tolerance(self) -> float:
@@ -110,44 +94,80 @@ class AutoPolicy(Policy):
         if cand.nbytes > budget_bytes:
             return None
         if cand.nbytes <= free_bytes:
-            w_star = self.sketch.threshold(budget_bytes)
-            if w_star is None:
-                return None
-            tolerance = self.tolerance
-            if worth * tolerance >= w_star:
-                return []
-            # Below w*: still kept if it is among the best of what fits the space left.
-            w_fill = self._fill_threshold(free_bytes, budget_bytes)
-            if w_fill is not None and worth * tolerance >= w_fill:
-                return []
-            return None
-        found = self._lowest(cand.nbytes - max(free_bytes, 0), cand.key)
+            return []
+        found = self._lowest(self._read, cand.nbytes - max(free_bytes, 0), cand.key)
         if found is None:
             return None
         keys, top = found
-        return keys if worth > self.replace_margin * top else None
+        if worth > self.replace_margin * top:
+            return keys
+        w_star = self.sketch.threshold(budget_bytes)
+        if w_star is not None and worth >= w_star > top * self.tolerance:
+            return keys
+        return None
 
-    def _fill_threshold(self, free_bytes: int, budget_bytes: int) -> float | None:
-        # An O(sample) scan: reuse it while the free space and the sample are unchanged.
-        self.sketch.refresh()
-        state = (free_bytes, budget_bytes, len(self._entries), self.sketch.version)
-        if self._fill_cache is None or self._fill_cache[0] != state:
-            value = self.sketch.fill_threshold(free_bytes, budget_bytes, self._entries)
-            self._fill_cache = (state, value)
-        return self._fill_cache[1]
+    def _valid(self, item: HeapItem, *, read: bool = False) -> bool:
+        key = item[2]
+        if self._seq_of.get(key) != item[1]:
+            return False
+        return not read or self._read_in.get(key) == self._epoch
+
+    def _lowest(
+        self, heap: list[HeapItem], need: int, exclude: Key
+    ) -> tuple[list[Key], float] | None:
+        """Lowest-worth keys of ``heap`` whose bytes sum to >= ``need``, and the highest
+        worth among them; the heap is left as it was (minus stale items)."""
+        read = heap is self._read
+        popped: list[HeapItem] = []
+        keys: list[Key] = []
+        freed, top = 0, 0.0
+        try:
+            while freed < need:
+                if not heap:
+                    return None
+                item = heapq.heappop(heap)
+                if not self._valid(item, read=read):
+                    continue
+                popped.append(item)
+                if item[2] == exclude:
+                    continue
+                keys.append(item[2])
+                freed += self._entries[item[2]].nbytes
+                top = item[0]
+            return keys, top
+        finally:
+            for item in popped:
+                heapq.heappush(heap, item)
+
+    def _mark_read(self, info: EntryInfo) -> None:
+        if self._read_in.get(info.key) != self._epoch:
+            self._read_in[info.key] = self._epoch
+            heapq.heappush(self._read, (info.worth, self._seq_of[info.key], info.key))
 
     def on_insert(self, info: EntryInfo) -> None:
         seq = next(self._seq)
-        worth = info.worth
-        self._stamp[info.key] = seq
-        heapq.heappush(self._heap, (worth, seq, info.key))
-        self.sketch.add(info.key, worth, info.nbytes)
+        self._seq_of[info.key] = seq
+        self._read_in.pop(info.key, None)
+        heapq.heappush(self._heap, (info.worth, seq, info.key))
+        self._mark_read(info)
+        self.sketch.add(info.key, info.worth, info.nbytes)
         if len(self._heap) > 2 * len(self._entries) + 64:
             self._heap = [item for item in self._heap if self._valid(item)]
             heapq.heapify(self._heap)
+        if len(self._read) > 2 * len(self._entries) + 64:
+            self._read = [item for item in self._read if self._valid(item, read=True)]
+            heapq.heapify(self._read)
+
+    def on_access(self, info: EntryInfo) -> None:
+        self._mark_read(info)
 
     def on_remove(self, info: EntryInfo) -> None:
-        self._stamp.pop(info.key, None)
+        self._seq_of.pop(info.key, None)
+        self._read_in.pop(info.key, None)
+
+    def on_epoch(self) -> None:
+        self._epoch += 1
+        self._read = []
 
     def victim(self) -> Key | None:
         while self._heap and not self._valid(self._heap[0]):
