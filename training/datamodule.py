@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from adaptive_cache.engine import AdaptiveCache
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache import AdaptiveCache, CacheLoader
 from training.config import Config
 from training.data.collate import collate
 from training.data.pipeline import build_pipeline
@@ -91,16 +90,15 @@ class OcrDataModule(pl.LightningDataModule):
                 # Each rank fills its stride of the samples; the store is the node's.
                 rank, world = _env_int("RANK", 0), max(1, _env_int("WORLD_SIZE", 1))
                 workers = cache.config.preload_workers or self.config.data.num_workers
-                n = preload(
-                    cache, num_workers=workers, indices=range(rank, len(cache.pipeline), world)
+                n = cache.preload(
+                    num_workers=workers, indices=range(rank, len(cache.pipeline), world)
                 )
                 log.info("%s: preloaded %d samples; %s", split, n, cache.stats().summary())
 
     def loader(self, split: str, *, shuffle: bool | None = None) -> CacheLoader:
         d = self.config.data
         workers = d.num_workers
-        return CacheLoader(
-            CacheDataset(self.cache(split)),
+        return self.cache(split).loader(
             batch_size=d.batch_size,
             shuffle=(split == "train") if shuffle is None else shuffle,
             drop_last=split == "train" and len(self.cache(split).pipeline) > d.batch_size,

@@ -10,7 +10,8 @@ parts it composes each own one job:
 * :class:`~adaptive_cache.engine.costs.CostModel`: per-sample sizes and rebuild times;
 * :class:`~adaptive_cache.engine.admission.Admission`: budget, policy and tier modes;
 * :mod:`~adaptive_cache.engine.recovery`: adopting and reconciling a store's entries;
-* :class:`~adaptive_cache.engine.views.DecodedViews`: hits served in place.
+* :class:`~adaptive_cache.engine.views.DecodedViews`: hits served in place;
+* :class:`~adaptive_cache.engine.reporting.Reporter`: statistics, summary, listeners.
 
 Only the process that owns the engine admits or evicts: DataLoader workers (see
 :mod:`adaptive_cache.loader`) execute work orders and report back.
@@ -26,26 +27,25 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from adaptive_cache.budget import BudgetController, MemoryAlert
+from adaptive_cache.budget import BudgetController
 from adaptive_cache.config import CacheConfig, TierMode
 from adaptive_cache.engine import recovery
 from adaptive_cache.engine.admission import Admission
 from adaptive_cache.engine.costs import CostModel
 from adaptive_cache.engine.ledger import Ledger
+from adaptive_cache.engine.reporting import Listener, Reporter
 from adaptive_cache.engine.views import DecodedViews
 from adaptive_cache.keys import EntryKey, check_tier
-from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache.loader import CacheDataset, CacheLoader, preload
 from adaptive_cache.memory import MemoryProbe, Probe
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
 from adaptive_cache.policies import Policy, make_policy
-from adaptive_cache.stats import CacheStats, StatsBoard, merge
+from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores import open_store
 from adaptive_cache.stores.base import Store
 from adaptive_cache.work import WorkOrder, WorkReport, execute
 
 log = logging.getLogger(__name__)
-
-Listener = Callable[[Any], None]
 
 
 class AdaptiveCache:
@@ -121,7 +121,13 @@ class AdaptiveCache:
         self._stats = CacheStats()
         for t in self.tiers:
             self._stats.tier(t)
-        self._listeners: list[Listener] = []
+        self.reporter = Reporter(
+            self._stats,
+            self._lock,
+            name=name,
+            log_every_n=config.log_every_n,
+            stats_dir=stats_dir,
+        )
         self.ledger = Ledger(self.policy, self.store, self._stats, name)
         self.costs = CostModel(pipeline)
         self.admission = Admission(
@@ -132,14 +138,13 @@ class AdaptiveCache:
             BudgetController(config, self.probe, clock=clock),
             self._stats,
             share=self._share,
-            emit=self._emit,
+            emit=self.reporter.emit,
             name=name,
         )
         self._views = DecodedViews(self.store)
         self._order: list[str] = list(self.tiers)  # tiers in the order they are offered
         self._planned = False
         self._epoch: int | None = None
-        self._board = StatsBoard(stats_dir) if stats_dir else None
         self._final = next(
             (t for t in self.tiers if pipeline.tier_end(t) == len(pipeline.stages)), None
         )
@@ -192,7 +197,7 @@ class AdaptiveCache:
             self._stats.requests += 1
             self._stats.observe_lookup(time.perf_counter() - t0)
             self._count_hit(key)
-            self._log_every()
+            self.reporter.request_done()
         return dict(sample)
 
     def order(self, index: int, epoch: int, *, prefix_only: bool = False) -> WorkOrder:
@@ -236,7 +241,7 @@ class AdaptiveCache:
                     self._views.prepare(key)
             self.costs.remeasure(report, cost_base, measured, self.ledger)
             self._maybe_plan()
-            self._log_every()
+            self.reporter.request_done()
 
     def final_hit_key(self, index: int) -> EntryKey | None:
         """The key of a held entry that needs no further stage, if any (served in place)."""
@@ -267,11 +272,6 @@ class AdaptiveCache:
         ts.saved_seconds += saved
         return saved
 
-    def _log_every(self) -> None:
-        n = self.config.log_every_n
-        if n and self._stats.requests % n == 0:
-            log.info("%s %s", self.name, self._stats.summary())
-
     def _maybe_plan(self) -> None:
         if self._planned:
             return
@@ -299,6 +299,7 @@ class AdaptiveCache:
             self.store.prune_views()  # mappings of entries other ranks evicted
             self._epoch = epoch
             self.policy.start_epoch()
+            self.reporter.begin_epoch()
 
     def _adopt(self) -> None:
         """Adopt the valid entries of a persistent store; drop the stale ones."""
@@ -330,28 +331,23 @@ class AdaptiveCache:
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(event)`` for every event (``MemoryAlert``) the cache raises."""
-        self._listeners.append(fn)
-
-    def _emit(self, event: MemoryAlert) -> None:
-        for fn in list(self._listeners):
-            fn(event)
+        self.reporter.add_listener(fn)
 
     def local_stats(self) -> CacheStats:
         """This process's statistics (a copy)."""
-        with self._lock:
-            return CacheStats.from_dict(self._stats.to_dict())
+        return self.reporter.local_stats()
+
+    def epoch_stats(self) -> CacheStats:
+        """This process's counts since the current epoch started (gauges as now)."""
+        return self.reporter.epoch_stats()
 
     def stats(self) -> CacheStats:
         """Statistics summed over every process of the node that shares this cache."""
-        local = self.local_stats()
-        if self._board is None:
-            return local
-        self._board.publish(local)
-        return merge(self._board.read_all())
+        return self.reporter.stats()
 
     def publish(self) -> None:
-        if self._board is not None:
-            self._board.publish(self.local_stats())
+        """Publish this process's statistics for the node's sum (with ``stats_dir``)."""
+        self.reporter.publish()
 
     @property
     def bytes_held(self) -> int:
@@ -379,6 +375,27 @@ class AdaptiveCache:
     def loader(self, **kwargs: Any) -> CacheLoader:
         """A :class:`~adaptive_cache.loader.CacheLoader` over this cache (DataLoader kwargs)."""
         return CacheLoader(CacheDataset(self), **kwargs)
+
+    def preload(
+        self,
+        *,
+        num_workers: int = 0,
+        batch_size: int = 16,
+        indices: Iterable[int] | None = None,
+        progress: bool = True,
+    ) -> int:
+        """Fill the cache before the first epoch (see :func:`adaptive_cache.loader.preload`).
+
+        Returns:
+            The number of samples computed.
+        """
+        return preload(
+            self,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            indices=indices,
+            progress=progress,
+        )
 
 
 def _check_tiers(pipeline: Pipeline, config: CacheConfig) -> None:
