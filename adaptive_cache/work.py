@@ -179,6 +179,11 @@ class WorkDataset:
         return len(self.pipeline)
 
 
+def passthrough(items: list[Any]) -> list[Any]:
+    """Collate function of the worker loaders: the list of results, as it is."""
+    return items
+
+
 # Arrays above this size leave a worker as torch tensors: the DataLoader hands those over
 # as shared-memory segments (one copy) instead of pickling them through a pipe (three).
 _SHARE_ABOVE = 64 * 1024

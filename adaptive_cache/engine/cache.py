@@ -36,10 +36,11 @@ from adaptive_cache.engine.ledger import Ledger
 from adaptive_cache.engine.reporting import Listener, Reporter
 from adaptive_cache.engine.views import DecodedViews
 from adaptive_cache.keys import EntryKey, check_tier
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.memory import MemoryProbe, Probe
 from adaptive_cache.pipeline import Pipeline, RandomStageError, Sample
 from adaptive_cache.policies import Policy, make_policy
+from adaptive_cache.preload import preload
 from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores import open_store
 from adaptive_cache.stores.base import Store
@@ -384,7 +385,7 @@ class AdaptiveCache:
         indices: Iterable[int] | None = None,
         progress: bool = True,
     ) -> int:
-        """Fill the cache before the first epoch (see :func:`adaptive_cache.loader.preload`).
+        """Fill the cache before the first epoch (see :func:`adaptive_cache.preload.preload`).
 
         Returns:
             The number of samples computed.

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.pipeline import FunctionStage, Pipeline
+from adaptive_cache.preload import preload
 from tests.adaptive_cache.pipelines import collate, image_pipeline, write_images
 from tests.adaptive_cache.test_engine import StaticProbe, _config
 
