@@ -5,14 +5,16 @@ A store that maps its entries (``shm``) hands out the same
 mapping is dropped. The engine decodes a view once and serves later hits from the
 same read-only arrays, so a hit costs a lookup and the caller's one copy into its
 batch. The decoded arrays live exactly as long as the view: they are remembered per
-view object, weakly, so when the store lets a mapping go (the entry was rewritten,
-deleted, evicted by another process, or pushed out by newer mappings) the arrays go
-with it and the pages are not pinned by the engine.
+entry together with a weak reference to the view they came from, so a hit checks it
+still has the store's current view, and when the store lets a mapping go (the entry
+was rewritten, deleted, evicted by another process, or pushed out by newer mappings)
+the arrays go with it and the pages are not pinned by the engine.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 from adaptive_cache import codec
 from adaptive_cache.keys import EntryKey
@@ -25,7 +27,8 @@ class DecodedViews:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._decoded: weakref.WeakKeyDictionary[View, Sample] = weakref.WeakKeyDictionary()
+        # key -> (weak reference to the view, its decoded sample)
+        self._decoded: dict[EntryKey, tuple[weakref.ref[View], Sample]] = {}
 
     def __len__(self) -> int:
         return len(self._decoded)
@@ -39,15 +42,27 @@ class DecodedViews:
             return None
         if view is None:
             return None
-        sample = self._decoded.get(view)
-        if sample is None:
-            try:
-                sample = codec.decode(view.buffer)
-            except codec.CodecError:
-                return None
-            if self.store.maps:
-                self._decoded[view] = sample
+        held = self._decoded.get(key)
+        if held is not None and held[0]() is view:
+            return held[1]
+        try:
+            sample = codec.decode(view.buffer)
+        except codec.CodecError:
+            return None
+        if self.store.maps:
+            self._decoded[key] = (weakref.ref(view, self._forget(key)), sample)
         return sample
+
+    def _forget(self, key: EntryKey) -> Callable[[weakref.ref[View]], None]:
+        """A callback dropping ``key``'s arrays once its view is gone (if not replaced)."""
+        decoded = self._decoded
+
+        def forget(ref: weakref.ref[View]) -> None:
+            held = decoded.get(key)
+            if held is not None and held[0] is ref:
+                del decoded[key]
+
+        return forget
 
     def prepare(self, key: EntryKey) -> None:
         """Map and decode a newly kept entry now, in the epoch that computed it.
