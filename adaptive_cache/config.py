@@ -239,16 +239,16 @@ class CacheConfig(_Strict):
     def _store_needs_on_assignment(self) -> CacheConfig:
         _check_store_setting(self.store, "disk_dir", self.disk_dir)
         _check_store_setting(self.store, "redis_url", self.redis_url)
-        if self.store == "disk" and self.redis_url:
-            raise ValueError(
-                "store 'disk' is the single-store choice; for memory -> disk -> Redis "
-                "levels use store 'shm' with disk_dir and redis_url"
-            )
         return self
 
     @property
     def levels(self) -> list[str]:
-        """The levels below the top store, fastest first (``disk``, ``redis``)."""
+        """The levels below the top store, fastest first (``disk``, ``redis``).
+
+        Only a memory store (``shm``, ``local``) has levels below it; with ``store: disk``
+        or ``redis`` the other store's setting is unused (a split may choose its own store
+        while the run's ``redis_url`` is set).
+        """
         if self.store not in ("shm", "local"):
             return []
         return [name for name, on in (("disk", self.disk_dir), ("redis", self.redis_url)) if on]

@@ -105,4 +105,9 @@ def open_store(config: CacheConfig, *, namespace: str, level_namespace: str | No
         return top
     from adaptive_cache.levels import open_levels  # the levels build on these stores
 
-    return open_levels(config, top, check_namespace(level_namespace or namespace))
+    try:
+        return open_levels(config, top, check_namespace(level_namespace or namespace))
+    except StoreError as exc:
+        top.close()
+        # Only the disk level can fail to open (an unreachable Redis level is left out).
+        raise StoreError(f"cache.disk_dir: {exc}") from exc

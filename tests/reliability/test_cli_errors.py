@@ -50,6 +50,8 @@ def failures(
     existing = _cli.make_dataset(tmp / "existing", n_train=1, n_val=1)
     commands = {
         "disk_dir": ["train", *base, "cache.store=disk", "cache.disk_dir=/proc/nope"],
+        # With the default memory store, disk_dir adds a disk level below it.
+        "disk_level": ["train", *base, "cache.disk_dir=/proc/nope"],
         "redis_down": [
             "train",
             *base,
@@ -79,6 +81,12 @@ def test_unwritable_disk_dir_names_the_key(failures: dict[str, _cli.Run]) -> Non
     assert line.startswith("adaptive-cache train: error: cache.disk_dir: ")
     assert "/proc/nope" in line
     assert _cli.leftovers(failures["disk_dir"].run_id) == []
+
+
+def test_unwritable_disk_level_names_the_key(failures: dict[str, _cli.Run]) -> None:
+    line = _one_line(failures["disk_level"])
+    assert line.startswith("adaptive-cache train: error: cache.disk_dir: ")
+    assert _cli.leftovers(failures["disk_level"].run_id) == []
 
 
 def test_refused_redis_names_the_key_and_hides_the_password(
