@@ -190,6 +190,15 @@ class CacheStats:
             t.saved_seconds -= b.saved_seconds
             for reason, n in b.evictions.items():
                 t.evictions[reason] = t.evictions.get(reason, 0) - n
+        for name, lv in out.levels.items():
+            b_lv = earlier.levels.get(name)
+            if b_lv is None:
+                continue
+            for counter in ("hits", "insertions", "demotions", "promotions", "read_bytes"):
+                setattr(lv, counter, getattr(lv, counter) - getattr(b_lv, counter))
+            lv.read_seconds -= b_lv.read_seconds
+            for reason, n in b_lv.evictions.items():
+                lv.evictions[reason] = lv.evictions.get(reason, 0) - n
         return out
 
     def record(self) -> dict[str, Any]:

@@ -35,3 +35,13 @@ def test_merge_sums_splits_and_ranks_and_takes_the_budget_once():
     assert record["bytes"] == 200 and record["budget_bytes"] == 1000
     assert record["by_tier"]["tensor"] == {"hits": 20, "misses": 20, "bytes": 200, "items": 2}
     assert merge([]).record()["hit_ratio"] == 0.0
+
+
+def test_since_takes_level_counters_out_and_keeps_their_gauges():
+    start = CacheStats()
+    start.level("disk").hits, start.level("disk").bytes = 3, 100
+    now = CacheStats.from_dict(start.to_dict())
+    now.level("disk").hits, now.level("disk").bytes = 7, 250
+    now.level("disk").evictions["budget"] = 2
+    epoch = now.since(start).levels["disk"]
+    assert (epoch.hits, epoch.bytes, epoch.evictions["budget"]) == (4, 250, 2)
