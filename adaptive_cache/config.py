@@ -15,10 +15,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from adaptive_cache.policies import POLICIES, Policy, check_name
 
 _UNITS = {
     "": 1,
@@ -91,6 +94,26 @@ class TierMode(str, Enum):
     off = "off"
 
 
+def _policy(value: Any) -> str | Policy:
+    value = _yaml_switch(value)
+    if isinstance(value, Policy):
+        return value
+    if isinstance(value, str):
+        return check_name(value)
+    raise ValueError(
+        f"expected a policy name ({', '.join(sorted(POLICIES))}) or a Policy instance, "
+        f"got {value!r}"
+    )
+
+
+PolicySpec = Annotated[
+    Any,
+    BeforeValidator(_policy),
+    PlainSerializer(lambda v: v if isinstance(v, str) else v.name, when_used="json"),
+]
+"""A policy name (the registry in :mod:`adaptive_cache.policies`) or a Policy instance."""
+
+
 class _Strict(BaseModel):
     # hide_input_in_errors: a ValidationError's text never repeats a value (a URL with
     # its password); messages name the key and mask what they quote.
@@ -139,14 +162,17 @@ class CacheConfig(_Strict):
     ``redis_url`` a shared Redis level below that (memory -> disk -> Redis). With
     ``store: disk`` or ``store: redis`` the cache is that one store, as before, with no
     levels (``redis_url`` beside ``store: disk`` is refused).
+
+    ``policy`` is a name (``auto``, ``static``, ``lru``, ``off``; ``off`` turns caching
+    off) or an instance of a :class:`~adaptive_cache.policies.base.Policy` subclass; an
+    instance serves one cache (it holds that cache's membership) and is written as its
+    ``name`` in JSON.
     """
 
     # A redis_url may carry a password: errors name the field and the problem, not the input.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
-    policy: Annotated[Literal["auto", "static", "lru", "off"], BeforeValidator(_yaml_switch)] = (
-        "auto"
-    )
+    policy: PolicySpec = "auto"
     store: Literal["shm", "local", "disk", "redis"] = "shm"
     max_bytes: Size | None = None
     # The reserve is reserve_bytes, at most reserve_fraction of the memory limit: 1 GiB
@@ -226,6 +252,11 @@ class CacheConfig(_Strict):
         if self.store not in ("shm", "local"):
             return []
         return [name for name, on in (("disk", self.disk_dir), ("redis", self.redis_url)) if on]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether caching is on (``policy`` is not ``off``)."""
+        return not (isinstance(self.policy, str) and self.policy == "off")
 
     def tier_mode(self, tier: str) -> TierMode:
         return self.tiers.get(tier, TierMode.auto)

@@ -26,9 +26,10 @@ from adaptive_cache import codec
 from adaptive_cache.config import CacheConfig
 from adaptive_cache.dataset_source import ITEM, DatasetSource, box, unbox
 from adaptive_cache.engine import AdaptiveCache
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader
 from adaptive_cache.memory import Probe
 from adaptive_cache.pipeline import Pipeline, Sample, Stage
+from adaptive_cache.preload import preload
 from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores.base import Store
 from adaptive_cache.transforms import Part, seeded, split_transform

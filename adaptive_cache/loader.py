@@ -22,18 +22,26 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from adaptive_cache.engine import AdaptiveCache
+from adaptive_cache.keys import EntryKey
+from adaptive_cache.loader_state import LoaderState, capture, draw_batches
 from adaptive_cache.orphans import WorkerInit
-from adaptive_cache.pipeline import Sample
-from adaptive_cache.work import WorkDataset, WorkOrder, WorkReport, execute, from_shared
+from adaptive_cache.pipeline import Pipeline, Sample
+from adaptive_cache.stores.base import Store
+from adaptive_cache.work import (
+    WorkDataset,
+    WorkOrder,
+    WorkReport,
+    execute,
+    from_shared,
+    passthrough,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +78,63 @@ def find_worker(pid: int) -> WorkerRecord | None:
     return None
 
 
+class CacheOwner(Protocol):
+    """What the loader asks of the cache it serves (:class:`~adaptive_cache.engine.
+    AdaptiveCache` is one): the owner plans each sample and accounts for it."""
+
+    name: str
+    pipeline: Pipeline
+    store: Store
+    enabled: bool
+
+    def get(self, index: int, epoch: int = 0) -> Sample:
+        """Serve a sample in this process, admitting what it computes."""
+        ...
+
+    def serve(self, index: int, epoch: int, key: EntryKey | None) -> Sample:
+        """:meth:`get` for a sample whose :meth:`final_hit_key` was looked up."""
+        ...
+
+    def final_hit_key(self, index: int) -> EntryKey | None:
+        """The key of a held entry that needs no further stage (served in place)."""
+        ...
+
+    def holds(self, index: int) -> bool:
+        """Whether any tier of the sample is kept."""
+        ...
+
+    def order(self, index: int, epoch: int, *, prefix_only: bool = False) -> WorkOrder:
+        """What to look up and write for one sample (executed anywhere)."""
+        ...
+
+    def complete(self, report: WorkReport) -> None:
+        """Account for an executed order."""
+        ...
+
+    def begin_epoch(self, epoch: int, *, reconcile: bool = False) -> None:
+        """A pass over the data starts (``reconcile``: workers may have died)."""
+        ...
+
+
 class CacheDataset(Dataset):
-    """Map-style dataset over an :class:`AdaptiveCache` (usable with any DataLoader).
+    """Map-style dataset over a cache (usable with any DataLoader).
 
     With a plain DataLoader and workers, each worker serves from the shared store but
     only the main process admits; use :class:`CacheLoader` to cache from workers too.
     """
 
-    def __init__(self, cache: AdaptiveCache) -> None:
+    def __init__(self, cache: CacheOwner) -> None:
         self.cache = cache
         self.epoch = 0
-        self._epoch_set = False
+        self._next = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Seed random stages for this epoch (otherwise each pass counts one epoch)."""
-        self.epoch = int(epoch)
-        self._epoch_set = True
+        """The next pass is epoch ``epoch`` (seeds random stages); later passes count on."""
+        self.epoch = self._next = int(epoch)
 
     def _next_epoch(self) -> int:
-        if self._epoch_set:
-            self._epoch_set = False
-            return self.epoch
-        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.epoch = epoch = self._next
+        self._next = epoch + 1
         return epoch
 
     def __len__(self) -> int:
@@ -113,14 +156,14 @@ class _Plan:
 
     def __init__(self, indices: list[int]) -> None:
         self.indices = indices
-        self.local: dict[int, str] = {}  # position in batch -> key served in the main process
+        self.local: dict[int, EntryKey] = {}  # position in batch -> key served in the main process
         self.orders: list[WorkOrder] = []
 
 
 class _Planner:
     """Plans batches in order, once each; shared by the loop and the workers' sampler."""
 
-    def __init__(self, cache: AdaptiveCache, batches: Iterator[list[int]], epoch: int) -> None:
+    def __init__(self, cache: CacheOwner, batches: Iterator[list[int]], epoch: int) -> None:
         self.cache = cache
         self.epoch = epoch
         self._batches = batches
@@ -176,10 +219,6 @@ class _WorkSampler:
         return 0
 
 
-def _passthrough(items: list[Any]) -> list[Any]:
-    return items
-
-
 class CacheLoader(DataLoader):
     """A DataLoader over a :class:`CacheDataset` that gathers hits in the main process.
 
@@ -205,6 +244,9 @@ class CacheLoader(DataLoader):
         self._worker_procs: list[Any] = []  # the processes of the last workers started
         #: Where the samples of the last epoch were served: main process or workers.
         self.last_epoch: dict[str, int] = {"main_samples": 0, "worker_samples": 0}
+        self._state: LoaderState | None = None  # the epoch under way (or done last)
+        self._resume: LoaderState | None = None  # set by load_state_dict
+        self._n_batches = 0
         store = dataset.cache.store
         if self.num_workers > 0 and not store.shared:
             log.warning(
@@ -217,6 +259,33 @@ class CacheLoader(DataLoader):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader is, to resume mid-epoch (Lightning's ``Stateful`` protocol).
+
+        ``epoch`` and ``batches`` (yielded in it) of the epoch under way, and the
+        generator states its batch order was drawn from; after a finished epoch, the
+        start of the next one.
+        """
+        state = self._state
+        if state is None or state.batches >= self._n_batches:
+            nxt = LoaderState(self.dataset._next, 0, capture(self._order_sampler))
+            return nxt.to_dict()
+        return state.to_dict()
+
+    @property
+    def _order_sampler(self) -> Any:
+        # The sampler whose generator draws the order (a custom batch sampler's own).
+        return getattr(self.batch_sampler, "sampler", self.sampler)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next pass continues that epoch, in the
+        same order, after the batches already yielded.
+
+        Raises:
+            ValueError: a malformed state (names the key).
+        """
+        self._resume = LoaderState.from_dict(state)
+
     def _inner_loader(self) -> DataLoader:
         if self._inner is None or not self.persistent_workers:
             cache = self.dataset.cache
@@ -224,7 +293,7 @@ class CacheLoader(DataLoader):
                 WorkDataset(cache.pipeline, cache.store),
                 batch_sampler=self._work_sampler,
                 num_workers=self.num_workers,
-                collate_fn=_passthrough,
+                collate_fn=passthrough,
                 persistent_workers=self.persistent_workers,
                 prefetch_factor=self.prefetch_factor,
                 multiprocessing_context=self.multiprocessing_context,
@@ -236,14 +305,23 @@ class CacheLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         cache = self.dataset.cache
-        epoch = self.dataset._next_epoch()
-        batches = iter(self.batch_sampler) if self.batch_sampler is not None else None
-        if batches is None:
+        if self.batch_sampler is None:
             raise ValueError("CacheLoader needs batching (batch_size or batch_sampler)")
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            self.dataset.set_epoch(resume.epoch)
+        epoch = self.dataset._next_epoch()
+        order, rng = draw_batches(
+            self.batch_sampler, self._order_sampler, resume.rng if resume else None
+        )
+        state = self._state = LoaderState(epoch, 0, rng)
+        self._n_batches = len(order)
+        skip = resume.batches if resume is not None else 0
+        state.batches = min(skip, len(order))
+        batches = iter(order[skip:])
         cache.store.recover()  # a store that was down (Redis) is tried again at once
-        if self.num_workers > 0:
-            cache.reconcile()  # entries of workers that died last epoch
-        cache.prune_views()  # mappings of entries other ranks evicted
+        # After an epoch with workers, some may have died with entries unreported.
+        cache.begin_epoch(epoch, reconcile=self.num_workers > 0)
         planner = _Planner(cache, batches, epoch)
         counts = {"main_samples": 0, "worker_samples": 0}
         self.last_epoch = counts
@@ -280,6 +358,7 @@ class CacheLoader(DataLoader):
             batch = self.collate_fn(samples)
             if self.pin_memory and torch.cuda.is_available():
                 batch = torch.utils.data._utils.pin_memory.pin_memory(batch)
+            state.batches += 1
             yield batch
         self._work_sampler.planner = None
 
@@ -289,54 +368,3 @@ class CacheLoader(DataLoader):
         if procs:
             self._worker_procs = procs
             _LOADERS.add(self)
-
-
-def preload(
-    cache: AdaptiveCache,
-    *,
-    num_workers: int = 0,
-    batch_size: int = 16,
-    indices: Iterable[int] | None = None,
-    progress: bool = True,
-) -> int:
-    """Fill ``cache`` before the first epoch, computing only the deterministic prefix.
-
-    Samples already held are skipped; the rest are computed in ``num_workers``
-    DataLoader workers (in this process with 0) and offered to the policy as usual,
-    so a preload never exceeds the budget. Returns the number of samples computed.
-    """
-    if not cache.enabled:
-        return 0
-    todo = [
-        i
-        for i in (range(len(cache.pipeline)) if indices is None else indices)
-        if not cache.holds(i)
-    ]
-    chunks = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
-    bar = tqdm(total=len(todo), desc=f"preload {cache.name}", unit="sample", disable=not progress)
-    try:
-        if num_workers == 0:
-            for chunk in chunks:
-                for index in chunk:
-                    _, report = execute(
-                        cache.pipeline, cache.store, cache.order(index, 0, prefix_only=True)
-                    )
-                    cache.complete(report)
-                    bar.update(1)
-            return len(todo)
-        # Orders are made lazily, so each sees the admissions reported before it.
-        batches = ([cache.order(i, 0, prefix_only=True) for i in chunk] for chunk in chunks)
-        loader = DataLoader(
-            WorkDataset(cache.pipeline, cache.store),
-            batch_sampler=batches,
-            num_workers=num_workers,
-            collate_fn=_passthrough,
-            worker_init_fn=WorkerInit(),
-        )
-        for results in loader:
-            for _, report in results:
-                cache.complete(report)
-            bar.update(len(results))
-        return len(todo)
-    finally:
-        bar.close()

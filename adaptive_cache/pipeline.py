@@ -23,6 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from adaptive_cache.keys import EntryKey
+
 Sample = dict[str, Any]
 """A sample: named numpy arrays plus JSON-serialisable metadata (str, int, float, lists)."""
 
@@ -127,6 +129,7 @@ class Pipeline:
         tiers: tier name -> name of the stage whose output the tier is. A tier must lie
             inside the deterministic prefix.
         seed: base seed for random stages.
+        clock: what stage timings are read from (a fake clock makes them exact in tests).
 
     Raises:
         ValueError: duplicate stage names, an unknown stage in ``tiers``, or a tier
@@ -144,6 +147,7 @@ class Pipeline:
         tiers: Mapping[str, str],
         *,
         seed: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         names = [s.name for s in stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -152,11 +156,12 @@ class Pipeline:
         self.source = source
         self.stages: list[Stage] = list(stages)
         self.seed = int(seed)
+        self.clock = clock
         self.prefix_len = next(
             (i for i, s in enumerate(self.stages) if not s.deterministic), len(self.stages)
         )
         self._tier_end: dict[str, int] = {}
-        self._key_memo: dict[int, tuple[tuple[str, str], dict[str, str]]] = {}
+        self._key_memo: dict[int, tuple[tuple[str, str], dict[str, EntryKey]]] = {}
         for tier, stage_name in tiers.items():
             if stage_name not in names:
                 raise ValueError(
@@ -193,16 +198,16 @@ class Pipeline:
         """Fingerprint of the source type and the first ``upto`` stages (all by default)."""
         return self._chain[len(self.stages) if upto is None else upto]
 
-    def key(self, index: int, tier: str) -> str:
+    def key(self, index: int, tier: str) -> EntryKey:
         """Cache key of ``tier`` for sample ``index``: id + file identity + stage chain."""
         return self.keys(index, (tier,))[tier]
 
-    def keys(self, index: int, tiers: Sequence[str]) -> dict[str, str]:
+    def keys(self, index: int, tiers: Sequence[str]) -> dict[str, EntryKey]:
         """Cache keys of several tiers of one sample, reading the source identity once.
 
-        A key is ``"<tier>-<hex digest>"``: the tier stays readable (a persistent store
-        can be adopted after a restart) and the digest covers the sample id, the
-        identity of its file(s) and the fingerprints of every stage up to the tier.
+        A key is ``(tier, hex digest)`` (see :class:`~adaptive_cache.keys.EntryKey`):
+        the digest covers the sample id, the identity of its file(s) and the
+        fingerprints of every stage up to the tier.
         """
         src = self.source
         sid, ident = src.sample_id(index), src.identity(index)
@@ -220,7 +225,7 @@ class Pipeline:
             key = known.get(t)
             if key is None:
                 digest = stable_hash(sid, ident, self.fingerprint(self.tier_end(t)))
-                key = known[t] = f"{t}-{digest}"
+                key = known[t] = EntryKey(t, digest)
             out[t] = key
         return out
 
@@ -261,7 +266,7 @@ class Pipeline:
                 (used to hand tier values to the cache as soon as they exist).
         """
         end = len(self.stages) if upto is None else upto
-        clock = time.perf_counter
+        clock = self.clock
         if start == 0:
             t0 = clock()
             sample = self.source.load(index)

@@ -1,9 +1,12 @@
-"""Cache statistics: counters per tier, snapshots, merging across processes.
+"""Cache statistics: counters per tier, snapshots, merging, the summary line.
 
 All accounting happens in the process that owns the cache's policy (the process
 consuming batches); DataLoader workers report what they did with each sample, so
 worker statistics are never lost with the worker. DDP ranks of one node publish
-snapshots as JSON (see :class:`StatsBoard`); :func:`merge` sums them.
+snapshots as JSON (see :class:`StatsBoard`). :func:`merge` is the one place where
+statistics are summed (ranks of a node, splits of a run), and
+:meth:`CacheStats.since` the one place where an epoch's counts are taken out of
+running totals.
 """
 
 from __future__ import annotations
@@ -163,6 +166,58 @@ class CacheStats:
         self.lookup_count += 1
         self.lookup_sum_seconds += seconds
 
+    def since(self, earlier: CacheStats) -> CacheStats:
+        """Counters accumulated since the snapshot ``earlier``; gauges (bytes, items,
+        budget, headroom) as they are now."""
+        out = CacheStats.from_dict(self.to_dict())
+        out.requests -= earlier.requests
+        out.hits -= earlier.hits
+        out.store_errors -= earlier.store_errors
+        out.lookup_count -= earlier.lookup_count
+        out.lookup_sum_seconds -= earlier.lookup_sum_seconds
+        for level, n in earlier.alerts.items():
+            out.alerts[level] = out.alerts.get(level, 0) - n
+        out.lookup_buckets = [
+            a - b for a, b in zip(out.lookup_buckets, earlier.lookup_buckets, strict=True)
+        ]
+        for name, t in out.tiers.items():
+            b = earlier.tiers.get(name)
+            if b is None:
+                continue
+            t.hits -= b.hits
+            t.misses -= b.misses
+            t.insertions -= b.insertions
+            t.saved_seconds -= b.saved_seconds
+            for reason, n in b.evictions.items():
+                t.evictions[reason] = t.evictions.get(reason, 0) - n
+        for name, lv in out.levels.items():
+            b_lv = earlier.levels.get(name)
+            if b_lv is None:
+                continue
+            for counter in ("hits", "insertions", "demotions", "promotions", "read_bytes"):
+                setattr(lv, counter, getattr(lv, counter) - getattr(b_lv, counter))
+            lv.read_seconds -= b_lv.read_seconds
+            for reason, n in b_lv.evictions.items():
+                lv.evictions[reason] = lv.evictions.get(reason, 0) - n
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """The figures of a run summary (``summary.json``): hits, misses, hit ratio,
+        bytes, budget, evictions, store errors, and hits, misses, bytes and items per tier."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_ratio": self.hit_ratio,
+            "bytes": self.bytes,
+            "budget_bytes": self.budget_bytes,
+            "evictions": self.evictions,
+            "store_errors": self.store_errors,
+            "by_tier": {
+                name: {"hits": t.hits, "misses": t.misses, "bytes": t.bytes, "items": t.items}
+                for name, t in self.tiers.items()
+            },
+        }
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hit_ratio"] = self.hit_ratio
@@ -201,13 +256,19 @@ class CacheStats:
             s.levels[name] = LevelStats.from_dict(lv)
         return s
 
-    def summary(self) -> str:
-        """One line: ``cache: hit 91.2% (tensor 404/404), 0.79 GiB of 6.10 GiB, 0 evictions``."""
+    def summary(self, epoch_start: CacheStats | None = None) -> str:
+        """One line; with the snapshot taken when this epoch started, this epoch first:
+
+        ``cache: hit 100.0% this epoch, 66.7% in all (tensor 404/404), 0.79 GiB of
+        6.10 GiB, 0 evictions`` (tier counts and evictions: this epoch's). Without it,
+        ``cache: hit 91.2% (tensor 404/404), 0.79 GiB of 6.10 GiB, 0 evictions``.
+        """
         from adaptive_cache.config import format_size
 
+        shown = self if epoch_start is None else self.since(epoch_start)
         parts = [
             f"{name} {t.hits}/{t.hits + t.misses}"
-            for name, t in sorted(self.tiers.items())
+            for name, t in sorted(shown.tiers.items())
             if t.hits or t.misses or t.items
         ]
         tiers = f" ({', '.join(parts)})" if parts else ""
@@ -217,14 +278,21 @@ class CacheStats:
                 f"{name} {lv.hits} ({format_size(lv.bytes)})" for name, lv in self.levels.items()
             )
             levels = f"; hits by level: memory {self.memory_hits}, {below}"
+        hit = f"hit {100 * self.hit_ratio:.1f}%"
+        if epoch_start is not None:
+            hit = f"hit {100 * shown.hit_ratio:.1f}% this epoch, {100 * self.hit_ratio:.1f}% in all"
         return (
-            f"cache: hit {100 * self.hit_ratio:.1f}%{tiers}, {format_size(self.bytes)} of "
-            f"{format_size(self.budget_bytes)}, {self.evictions} evictions{levels}"
+            f"cache: {hit}{tiers}, {format_size(self.bytes)} of "
+            f"{format_size(self.budget_bytes)}, {shown.evictions} evictions{levels}"
         )
 
 
 def merge(snapshots: list[CacheStats]) -> CacheStats:
-    """Sum snapshots from several processes (budget and headroom: the node's, taken once)."""
+    """Sum statistics: the ranks of a node, or the caches (splits) of a run.
+
+    Counters, bytes and items add up. Budget and headroom are taken once (the largest):
+    every rank reports the node's, and every cache measures the same memory.
+    """
     out = CacheStats(processes=0)
     for s in snapshots:
         out.requests += s.requests

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from adaptive_cache import codec
+from adaptive_cache.keys import EntryKey
 from adaptive_cache.pipeline import Pipeline, Sample
 from adaptive_cache.stores.base import Store, StoreError
 
@@ -29,9 +30,9 @@ class WorkOrder:
     Attributes:
         index: sample index.
         epoch: epoch (seeds random stages).
-        lookup: ``(tier, key)`` pairs to try, deepest first.
-        write: ``(tier, key)`` pairs to write once computed (the owner admits or
-            withdraws them when the report comes back).
+        lookup: keys to try, deepest tier first (every kept tier of the sample).
+        write: keys to write once computed (the owner admits or withdraws them when
+            the report comes back).
         prefix_only: stop after the deterministic prefix (preloading).
         place: where a leveled store also writes the ``write`` tiers below memory
             (:class:`~adaptive_cache.levels.Placement`; ``None``: memory only).
@@ -39,40 +40,52 @@ class WorkOrder:
 
     index: int
     epoch: int
-    lookup: tuple[tuple[str, str], ...] = ()
-    write: tuple[tuple[str, str], ...] = ()
+    lookup: tuple[EntryKey, ...] = ()
+    write: tuple[EntryKey, ...] = ()
     prefix_only: bool = False
     place: Any = None  # levels
 
 
 @dataclass
 class WorkReport:
-    """What happened while executing a :class:`WorkOrder`."""
+    """What happened while executing a :class:`WorkOrder`.
+
+    Attributes:
+        index: sample index.
+        keys: the order's lookup keys (every kept tier of this sample).
+        hit: the key that served the sample, if one did.
+        missed: tiers looked up and not found.
+        corrupt: keys found but not decodable.
+        lookup_seconds: time spent looking up.
+        start: stages skipped thanks to the hit (0: computed from the source).
+        timings: ``timings[0]`` the source read, ``timings[i + 1]`` stage ``i``.
+        written: keys written to a shared store, with the bytes each takes there.
+        payloads: encoded values for the owner to store (a private store).
+        store_errors: store failures (each a miss).
+    """
 
     index: int
-    keys: tuple[tuple[str, str], ...] = ()
-    hit_tier: str | None = None
-    hit_key: str | None = None
+    keys: tuple[EntryKey, ...] = ()
+    hit: EntryKey | None = None
     missed: tuple[str, ...] = ()
-    corrupt: tuple[tuple[str, str], ...] = ()
+    corrupt: tuple[EntryKey, ...] = ()
     lookup_seconds: float = 0.0
     start: int = 0
     timings: list[float] = field(default_factory=list)
-    written: dict[str, tuple[str, int]] = field(default_factory=dict)
-    payloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    written: dict[EntryKey, int] = field(default_factory=dict)
+    payloads: dict[EntryKey, bytes] = field(default_factory=dict)
     store_errors: int = 0
-    #: ``(tier, key)`` looked up and not in the store (no error: the store said so).
-    absent: tuple[tuple[str, str], ...] = ()
+    #: Keys looked up and not in the store (no error: the store said so).
+    absent: tuple[EntryKey, ...] = ()
     #: Kinds of store call (``read``, ``write``) that failed, with the first message.
     store_failed: dict[str, str] = field(default_factory=dict)
     #: Kinds of store call that worked at least once.
     store_ok: set[str] = field(default_factory=set)
+    levels: Any = None  # levels: a LevelTrace of what happened below memory
 
     def failed(self, op: str, exc: StoreError) -> None:
         self.store_errors += 1
         self.store_failed.setdefault(op, str(exc))
-
-    levels: Any = None  # levels: a LevelTrace of what happened below memory
 
 
 def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[Sample, WorkReport]:
@@ -90,33 +103,32 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
     sample: Sample | None = None
     t0 = time.perf_counter()
     missed: list[str] = []
-    corrupt: list[tuple[str, str]] = []
-    absent: list[tuple[str, str]] = []
+    corrupt: list[EntryKey] = []
+    absent: list[EntryKey] = []
     track = getattr(store, "track", None)  # levels: the store records what it does below memory
     if track is not None:
         report.levels = track(order, report.timings)
     if store is not None:
-        for tier, key in order.lookup:
+        for key in order.lookup:
             try:
-                buf = store.get(key)
+                buf = store.get(str(key))
             except StoreError as exc:
                 report.failed("read", exc)
                 buf = None
             else:
                 report.store_ok.add("read")
                 if buf is None:
-                    absent.append((tier, key))
+                    absent.append(key)
             if buf is not None:
                 try:
                     sample = codec.decode(buf)
                 except codec.CodecError:
-                    corrupt.append((tier, key))
+                    corrupt.append(key)
                 else:
-                    report.hit_tier = tier
-                    report.hit_key = key
-                    report.start = pipeline.tier_end(tier)
+                    report.hit = key
+                    report.start = pipeline.tier_end(key.tier)
                     break
-            missed.append(tier)
+            missed.append(key.tier)
     report.lookup_seconds = time.perf_counter() - t0
     report.missed = tuple(missed)
     report.corrupt = tuple(corrupt)
@@ -124,9 +136,9 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
 
     captured: dict[int, Sample] = {}
     wanted = {
-        pipeline.tier_end(tier): (tier, key)
-        for tier, key in (*order.write, *corrupt)
-        if pipeline.tier_end(tier) > report.start
+        pipeline.tier_end(key.tier): key
+        for key in (*order.write, *corrupt)
+        if pipeline.tier_end(key.tier) > report.start
     }
     outputs = {end: (lambda s, end=end: captured.__setitem__(end, s)) for end in wanted}
     sample = pipeline.run(
@@ -138,17 +150,17 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
         timings=report.timings,
         outputs=outputs,
     )
-    for end, (tier, key) in wanted.items():
+    for end, key in wanted.items():
         data = codec.encode(captured[end])
         if store is not None and store.shared:
             try:
-                report.written[tier] = (key, store.put(key, data))
+                report.written[key] = store.put(str(key), data)
             except StoreError as exc:
                 report.failed("write", exc)
             else:
                 report.store_ok.add("write")
         else:
-            report.payloads[tier] = (key, data)
+            report.payloads[key] = data
     if not order.prefix_only and pipeline.prefix_len < len(pipeline.stages):
         sample = pipeline.run(
             order.index,
@@ -163,27 +175,27 @@ def execute(pipeline: Pipeline, store: Store | None, order: WorkOrder) -> tuple[
 class WorkDataset:
     """Map-style dataset of work orders, executed in DataLoader workers.
 
-    The store is reopened lazily in each worker from its picklable handle, so this
-    object pickles for spawn and forkserver as well as fork.
+    The store reaches a worker as its picklable handle (:meth:`Store.handle`) and is
+    opened lazily there, so this object pickles for spawn and forkserver as well as
+    fork. A private store's handle opens an empty store: its lookups miss, and what
+    the worker computes goes back to the owner in the report.
     """
 
-    def __init__(self, pipeline: Pipeline, store: Store | None) -> None:
+    def __init__(self, pipeline: Pipeline, store: Store) -> None:
         self.pipeline = pipeline
-        self._handle = store.handle() if store is not None and store.shared else None
+        self._handle = store.handle()
         self._store: Store | None = None
-        self._local = store if store is not None and not store.shared else None
         self._epoch: int | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_store"] = None
-        state["_local"] = None
         return state
 
-    def _open(self, epoch: int) -> Store | None:
-        if self._store is None and self._handle is not None:
+    def _open(self, epoch: int) -> Store:
+        if self._store is None:
             self._store = self._handle.open()
-        elif self._store is not None and epoch != self._epoch:
+        elif epoch != self._epoch:
             self._store.recover()  # a store that was down is tried again each epoch
         self._epoch = epoch
         return self._store
@@ -197,6 +209,11 @@ class WorkDataset:
 
     def __len__(self) -> int:
         return len(self.pipeline)
+
+
+def passthrough(items: list[Any]) -> list[Any]:
+    """Collate function of the worker loaders: the list of results, as it is."""
+    return items
 
 
 # Arrays above this size leave a worker as torch tensors: the DataLoader hands those over

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Container
+from collections.abc import Hashable
 
 import xxhash
 
@@ -32,12 +32,11 @@ class WorthSketch:
             raise ValueError(f"WorthSketch capacity must be >= 2, got {capacity}")
         self.capacity = capacity
         self.min_samples = min_samples
-        self._members: dict[str, tuple[float, int]] = {}
-        self._hashes: dict[str, float] = {}
-        self._max_heap: list[tuple[float, str]] = []  # (-hash, key) of members
+        self._members: dict[Hashable, tuple[float, int]] = {}
+        self._hashes: dict[Hashable, float] = {}
+        self._max_heap: list[tuple[float, Hashable]] = []  # (-hash, key) of members
         self._population = 0
         self._changes = 0
-        self._ordered: list[tuple[str, tuple[float, int]]] = []  # by worth, descending
         self._worths: list[float] = []  # descending
         self._cum: list[float] = []  # cumulative bytes along _worths, unscaled
         self._scale_n = 0
@@ -64,11 +63,11 @@ class WorthSketch:
             seen = int((self.capacity - 1) / max(-self._max_heap[0][0], 1e-18))
         return max(self._population, seen)
 
-    def get(self, key: str) -> tuple[float, int] | None:
+    def get(self, key: Hashable) -> tuple[float, int] | None:
         """The last ``(worth, nbytes)`` recorded for ``key`` if it is in the sample."""
         return self._members.get(key)
 
-    def add(self, key: str, worth: float, nbytes: int) -> None:
+    def add(self, key: Hashable, worth: float, nbytes: int) -> None:
         """Record a measurement of ``key`` (a repeat replaces the earlier one)."""
         if key in self._members:
             if self._members[key] != (worth, nbytes):
@@ -104,7 +103,6 @@ class WorthSketch:
         if not stale and self._scale_n == self.population:
             return
         ordered = sorted(self._members.items(), key=lambda kv: kv[1][0], reverse=True)
-        self._ordered = ordered
         self._worths = [w for _, (w, _) in ordered]
         cum, total = [], 0.0
         for _, (_, nbytes) in ordered:
@@ -132,37 +130,6 @@ class WorthSketch:
             return None
         idx = bisect_left(self._cum, budget_bytes / scale)
         return self._worths[min(idx, m - 1)]
-
-    def fill_threshold(
-        self, free_bytes: int, budget_bytes: int, held: Container[str]
-    ) -> float | None:
-        """Worth at which candidates that still fit fill ``free_bytes`` (greedy fill).
-
-        Where the entries above ``w*`` do not use the whole budget (the next one is too
-        big for what is left), the best knapsack also keeps the best entries that
-        still fit. This ranks the sampled candidates not ``held``, no larger than
-        ``free_bytes``, and returns the worth at which their (scaled) bytes fill the
-        free space; ``0.0`` when all of them fit, ``None`` when too little is known.
-        The free space counted is at most what the held entries leave in the scaled
-        sample, so early in the first epoch (few seen) it does not admit below ``w*``.
-        """
-        self._refresh()
-        m = len(self._ordered)
-        if m == 0 or m < min(self.min_samples, self._scale_n):
-            return None
-        scale = self._scale_n / m if self._scale_n > m else 1.0
-        held_bytes = sum(nb for key, (_, nb) in self._ordered if key in held)
-        room = min(float(free_bytes), budget_bytes - scale * held_bytes) / scale
-        if room <= 0:
-            return None
-        total = 0.0
-        for key, (worth, nbytes) in self._ordered:
-            if nbytes > free_bytes or key in held:
-                continue
-            total += nbytes
-            if total >= room:
-                return worth
-        return 0.0
 
     def knapsack_value(self, budget_bytes: int) -> float:
         """Estimated seconds per epoch the fractional-knapsack optimum saves (for logs)."""

@@ -7,7 +7,7 @@ Example:
     >>> host, port = exporter.start()
 """
 
-from monitoring.alerts import AlertListener, MemoryPressureWarning
+from monitoring.alerts import AlertListener
 from monitoring.cache_collector import CacheCollector, StatsSource
 from monitoring.config import MonitoringConfig
 from monitoring.exporter import Exporter
@@ -19,7 +19,6 @@ __all__ = [
     "CacheCollector",
     "Exporter",
     "MemoryCollector",
-    "MemoryPressureWarning",
     "MemoryReader",
     "MonitoringConfig",
     "StatsSource",

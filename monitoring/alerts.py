@@ -1,13 +1,12 @@
-"""In-process memory alerts: a cache listener that warns, logs and counts.
+"""In-process memory alerts: a cache listener that counts them for Prometheus.
 
 The engine calls its listeners with events; :class:`AlertListener` acts on memory
 alerts (``adaptive_cache.budget.MemoryAlert``: ``level``, ``message``,
 ``available_bytes``, ``limit_bytes``) and ignores every other event. Each alert
-becomes a :class:`MemoryPressureWarning` (so a user can turn it into an error with
-``-W error::monitoring.alerts.MemoryPressureWarning``), a debug log line with the
-running count, and one count on ``adaptive_cache_memory_alerts_total{level}``. The
-budget controller already logs each alert at WARNING/ERROR when it raises it; logging
-it again here at that level would print every alert twice.
+becomes one count on ``adaptive_cache_memory_alerts_total{level}`` and a debug log
+line with the running count. The engine logs each alert once, as a warning naming
+the cache, when it raises it; warning about it again here would show every alert
+twice.
 
 The exporter attaches one listener to every cache it exports, so the counter comes
 from here and not from ``CacheStats.alerts`` (counting both would count each alert
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,12 +30,8 @@ from monitoring import metrics as m
 logger = logging.getLogger(__name__)
 
 
-class MemoryPressureWarning(UserWarning):
-    """The cache measured too little free memory (see the message for the numbers)."""
-
-
 class AlertListener(Collector):
-    """Turns memory-alert events into warnings, log lines and a counter by level.
+    """Counts memory-alert events by level (and logs each at debug level).
 
     Args:
         registry: registry to export the counter in; ``None`` only counts.
@@ -63,8 +57,6 @@ class AlertListener(Collector):
             self._counts[level] += 1
             n = self._counts[level]
         logger.debug("memory %s alert #%d: %s", level, n, message)
-        # stacklevel 2: attribute the warning to the engine code that dispatched it.
-        warnings.warn(f"memory {level}: {message}", MemoryPressureWarning, stacklevel=2)
 
     def counts(self) -> dict[str, int]:
         """Alerts seen so far, by level."""

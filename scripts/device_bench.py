@@ -44,13 +44,13 @@ import cv2
 cv2.setNumThreads(1)  # before any OpenCV call: forked workers of a threaded parent deadlock
 
 import torch  # noqa: E402
+from training.bench.isolate import tree_cpu_seconds  # noqa: E402
 
 from adaptive_cache.config import CacheConfig  # noqa: E402
 from adaptive_cache.device import DeviceBatchCache  # noqa: E402
 from adaptive_cache.device_loader import DeviceCachedLoader  # noqa: E402
 from adaptive_cache.engine import AdaptiveCache, pid_namespace  # noqa: E402
 from adaptive_cache.loader import CacheDataset, CacheLoader  # noqa: E402
-from training.bench.isolate import tree_cpu_seconds  # noqa: E402
 from training.bench.machine import machine_info  # noqa: E402
 from training.config import DataConfig, ModelConfig  # noqa: E402
 from training.data.collate import collate  # noqa: E402

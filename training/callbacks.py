@@ -19,8 +19,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from adaptive_cache import AdaptiveCache
 from adaptive_cache.device import DeviceBatchCache, DeviceStats
-from adaptive_cache.engine import AdaptiveCache
 from adaptive_cache.stats import CacheStats
 from training.peak import PeakSampler
 
@@ -84,40 +84,18 @@ class EpochTimer(pl.Callback):
             self._last_end = time.perf_counter()
 
 
-def _cache_record(before: CacheStats | None, now: CacheStats) -> dict[str, Any]:
-    """Counters over one epoch (difference of two snapshots), gauges as they are now."""
-    b = before or CacheStats()
-    hits = now.hits - b.hits
-    requests = now.requests - b.requests
-    by_tier = {}
-    for name, t in now.tiers.items():
-        bt = b.tiers.get(name)
-        by_tier[name] = {
-            "hits": t.hits - (bt.hits if bt else 0),
-            "misses": t.misses - (bt.misses if bt else 0),
-            "bytes": t.bytes,
-            "items": t.items,
-        }
-    return {
-        "hits": hits,
-        "misses": requests - hits,
-        "hit_ratio": hits / requests if requests else 0.0,
-        "bytes": now.bytes,
-        "budget_bytes": now.budget_bytes,
-        "evictions": now.evictions - b.evictions,
-        "store_errors": now.store_errors - b.store_errors,
-        "by_tier": by_tier,
-    }
-
-
 class CacheStatsCallback(pl.Callback):
-    """Logs cache summaries, shows the hit rate in the progress bar, records epochs."""
+    """Logs cache summaries, shows the hit rate in the progress bar, records epochs.
+
+    ``epochs[epoch][split]`` holds the split's statistics over that epoch (counters
+    since its start, gauges at its end), summed over the node's processes.
+    """
 
     def __init__(self, caches: dict[str, AdaptiveCache], *, every_n_steps: int = 0) -> None:
         self.caches = caches
         self.every_n_steps = every_n_steps
         self._before: dict[str, CacheStats] = {}
-        self.records: dict[int, dict[str, dict[str, Any]]] = {}
+        self.epochs: dict[int, dict[str, CacheStats]] = {}
 
     def _snapshot(self, split: str) -> CacheStats:
         return self.caches[split].stats()
@@ -136,27 +114,20 @@ class CacheStatsCallback(pl.Callback):
             return
         st = cache.local_stats()
         before = self._before.get("train") or CacheStats()
-        req = st.requests - before.requests
-        ratio = (st.hits - before.hits) / req if req else 0.0
+        ratio = st.since(before).hit_ratio
         pl_module.log("cache_hit", ratio, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         if self.every_n_steps and (trainer.global_step % self.every_n_steps == 0):
-            log.info("train %s", st.summary())
+            log.info("train %s", st.summary(before))
 
     def _end(self, trainer: pl.Trainer, split: str) -> None:
         cache = self.caches.get(split)
         if cache is None:
             return
         now = self._snapshot(split)
-        rec = _cache_record(self._before.get(split), now)
-        self.records.setdefault(trainer.current_epoch, {})[split] = rec
+        before = self._before.get(split) or CacheStats()
+        self.epochs.setdefault(trainer.current_epoch, {})[split] = now.since(before)
         if trainer.is_global_zero:
-            log.info(
-                "epoch %d %s %s (this epoch: hit %.1f%%)",
-                trainer.current_epoch,
-                split,
-                now.summary(),
-                100 * rec["hit_ratio"],
-            )
+            log.info("epoch %d %s %s", trainer.current_epoch, split, now.summary(before))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._end(trainer, "train")

@@ -25,10 +25,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
+from adaptive_cache import AdaptiveCache
 from adaptive_cache.device import DeviceBatchCache
 from adaptive_cache.device_loader import DeviceCachedLoader, device_for
-from adaptive_cache.engine import AdaptiveCache
-from adaptive_cache.loader import CacheDataset, CacheLoader, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader
 from training.config import Config
 from training.data.collate import collate
 from training.data.pipeline import build_pipeline
@@ -103,8 +103,8 @@ class OcrDataModule(pl.LightningDataModule):
                 # Each rank fills its stride of the samples; the store is the node's.
                 rank, world = _env_int("RANK", 0), max(1, _env_int("WORLD_SIZE", 1))
                 workers = cache.config.preload_workers or self.config.data.num_workers
-                n = preload(
-                    cache, num_workers=workers, indices=range(rank, len(cache.pipeline), world)
+                n = cache.preload(
+                    num_workers=workers, indices=range(rank, len(cache.pipeline), world)
                 )
                 log.info("%s: preloaded %d samples; %s", split, n, cache.stats().summary())
 

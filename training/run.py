@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from adaptive_cache.config import format_size
+from adaptive_cache.stats import merge
 from training.callbacks import (
     CacheStatsCallback,
     DeviceTierCallback,
@@ -159,15 +159,6 @@ def _start_exporter(config: Config, dm: OcrDataModule) -> Any:
     return exporter
 
 
-def _alert_listener(split: str):
-    from monitoring.alerts import MemoryPressureWarning
-
-    def listen(event: Any) -> None:
-        warnings.warn(f"{split} cache: {event.message}", MemoryPressureWarning, stacklevel=2)
-
-    return listen
-
-
 @contextlib.contextmanager
 def private_files() -> Iterator[None]:
     """Files and directories created meanwhile are ``0600``/``0700`` (umask ``077``)."""
@@ -236,8 +227,6 @@ def _train(config: Config, release: _Release) -> Path:
     dm = OcrDataModule(config, stats_dir=str(stats_dir), local_world_size=_local_world(config))
     release.dm = dm
     dm.setup("fit")
-    for split, cache in dm.caches.items():
-        cache.add_listener(_alert_listener(split))
     exporter = release.exporter = _start_exporter(config, dm)
     timer = EpochTimer()
     cache_cb = CacheStatsCallback(dm.caches, every_n_steps=config.cache.log_every_n)
@@ -323,28 +312,6 @@ def _train(config: Config, release: _Release) -> Path:
     return path
 
 
-def _merge_cache(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "hits": 0,
-        "misses": 0,
-        "bytes": 0,
-        "budget_bytes": 0,
-        "evictions": 0,
-        "store_errors": 0,
-        "by_tier": {},
-    }
-    for rec in records.values():
-        for k in ("hits", "misses", "bytes", "budget_bytes", "evictions", "store_errors"):
-            out[k] += rec.get(k, 0)
-        for tier, t in rec["by_tier"].items():
-            dst = out["by_tier"].setdefault(tier, {"hits": 0, "misses": 0, "bytes": 0, "items": 0})
-            for k in dst:
-                dst[k] += t[k]
-    total = out["hits"] + out["misses"]
-    out["hit_ratio"] = out["hits"] / total if total else 0.0
-    return out
-
-
 def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> dict[str, Any]:
     epochs = []
     for epoch in range(trainer.current_epoch + 1):
@@ -352,7 +319,7 @@ def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> 
         if t is None:
             continue
         v = val.get(epoch, {})
-        caches = cache_cb.records.get(epoch, {})
+        caches = cache_cb.epochs.get(epoch, {})
         epochs.append(
             {
                 "epoch": epoch,
@@ -364,8 +331,8 @@ def _summary(config, precision, trainer, timer, cache_cb, peak, losses, val) -> 
                 "recall": v.get("recall"),
                 "loss": losses.get(epoch),
                 "val_loss": v.get("loss"),
-                "cache": _merge_cache(caches),
-                "cache_by_split": caches,
+                "cache": merge(list(caches.values())).record(),
+                "cache_by_split": {split: st.record() for split, st in caches.items()},
             }
         )
     device = str(trainer.strategy.root_device)

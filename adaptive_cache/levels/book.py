@@ -16,7 +16,8 @@ from adaptive_cache.config import CacheConfig
 from adaptive_cache.levels import frame as fr
 from adaptive_cache.levels.cost import LevelCost
 from adaptive_cache.levels.store import Level
-from adaptive_cache.policies import EntryInfo, make_policy
+from adaptive_cache.policies import make_policy
+from adaptive_cache.policies.base import EntryInfo
 from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores.base import StoreError
 
@@ -154,7 +155,7 @@ class LevelBook:
         self.codecs[key] = codec
         self.raw[key] = raw
         self.used += stored
-        self.policy.on_insert(info)
+        self.policy.insert(info)
         s = self.stats
         s.bytes += stored
         s.raw_bytes += raw
@@ -166,7 +167,7 @@ class LevelBook:
         if info is None:
             return
         self.used -= info.nbytes
-        self.policy.on_remove(key)
+        self.policy.remove(key)
         self.rebuild.pop(key, None)
         codec = self.codecs.pop(key, fr.RAW)
         s = self.stats

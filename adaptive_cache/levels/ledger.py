@@ -31,13 +31,13 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 
-from adaptive_cache import codec
 from adaptive_cache.config import CacheConfig, format_size
+from adaptive_cache.keys import EntryKey
 from adaptive_cache.levels import frame as fr
 from adaptive_cache.levels.book import LevelBook
 from adaptive_cache.levels.store import MEMORY, Level, LeveledStore, LevelTrace, Placement
 from adaptive_cache.pipeline import Pipeline
-from adaptive_cache.policies import EntryInfo
+from adaptive_cache.policies.base import EntryInfo
 from adaptive_cache.stats import CacheStats
 from adaptive_cache.stores.base import StoreError
 
@@ -108,6 +108,8 @@ class LevelLedger:
         self._credit = 0.0  # seconds promotions may still take (see served)
         self._last_served: float | None = None
         self._observed: set[str] = set()  # keys memory's policy has seen offered
+        #: ``prepare(key)``: map and decode an entry now (the engine's decoded views).
+        self.prepare: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ adoption
 
@@ -128,7 +130,7 @@ class LevelLedger:
         valid: dict[str, str] = {}
         for index in range(len(self.pipeline)):
             for tier, key in self.pipeline.keys(index, self.tiers).items():
-                valid[key] = tier
+                valid[str(key)] = tier
         rank = local_rank() % self.share
         for book in books:
             stale = adopted = 0
@@ -168,12 +170,8 @@ class LevelLedger:
     def _map(self, key: str) -> None:
         """Map and decode an adopted entry now, as memory does when it admits one: the
         first epoch after a restart then serves it as fast as later ones."""
-        try:
-            view = self.store.view(key)
-            if view is not None and view.derived is None:
-                view.derived = codec.decode(view.buffer)
-        except (StoreError, codec.CodecError):
-            pass  # read (or found corrupt) by the general path when asked for
+        if self.prepare is not None:
+            self.prepare(key)  # a failure shows again (and is counted) when asked for
 
     # ------------------------------------------------------------------ orders
 
@@ -228,12 +226,12 @@ class LevelLedger:
         t = report.levels
         if not isinstance(t, LevelTrace):
             return
-        corrupt = {k for _, k in report.corrupt}
-        for tier, (key, nbytes) in t.promoted.items():
+        corrupt = {str(k) for k in report.corrupt}
+        for key, nbytes in t.promoted.values():
             if key not in corrupt:
-                report.written.setdefault(tier, (key, nbytes))
-        if report.hit_key is not None:
-            where = t.answered.get(report.hit_key)
+                report.written.setdefault(EntryKey.parse(key), nbytes)
+        if report.hit is not None:
+            where = t.answered.get(str(report.hit))
             if where not in (None, MEMORY) and where in self._by_name:
                 self._by_name[where].stats.hits += 1
         for name, stored, raw, read_s, dec_s in t.reads:
@@ -248,7 +246,8 @@ class LevelLedger:
                 book.cost.observe_trial(tier, raw, comp, c_s, d_s)
         for name, key in t.corrupt:
             self._drop(name, key)
-        for _, key in report.corrupt:  # a valid frame around a corrupt sample
+        for entry in report.corrupt:  # a valid frame around a corrupt sample
+            key = str(entry)
             where = t.answered.get(key)
             if where not in (None, MEMORY):
                 self._drop(where, key)

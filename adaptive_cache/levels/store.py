@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -142,6 +143,8 @@ class LeveledStore(Store):
         self.shared = memory.shared
         self._by_name = {lv.name: lv for lv in self.levels}
         self._trace: LevelTrace | None = None
+        # A lower level's mapped view -> the view of its payload (lives as long as it).
+        self._wrapped: weakref.WeakKeyDictionary[View, View] = weakref.WeakKeyDictionary()
 
     @property
     def maps(self) -> bool:  # type: ignore[override]
@@ -157,7 +160,7 @@ class LeveledStore(Store):
         place = getattr(order, "place", None)
         self._trace = LevelTrace(
             place=place if isinstance(place, Placement) else Placement(),
-            write=tuple(getattr(order, "write", ())),
+            write=tuple((k.tier, str(k)) for k in getattr(order, "write", ())),
             timings=timings if timings is not None else [],
         )
         return self._trace
@@ -262,15 +265,15 @@ class LeveledStore(Store):
             inner = level.store.view(key)
             if inner is None:
                 continue
-            wrapped = inner.derived
-            if not isinstance(wrapped, View):
+            wrapped = self._wrapped.get(inner)
+            if wrapped is None:
                 try:
                     payload, info = fr.unframe(inner.buffer)
                 except fr.FrameError:
                     return View(b"")  # the codec rejects it: the general path handles it
                 if info.codec != fr.RAW:
                     return None  # compressed: read (and decompressed) by the general path
-                wrapped = inner.derived = View(payload, inner.ident)
+                wrapped = self._wrapped[inner] = View(payload, inner.ident)
             return wrapped
         return None
 

@@ -17,19 +17,19 @@ class StoreError(OSError):
 
 
 class View:
-    """One entry as this process sees it: a read-only buffer, and a slot for callers.
+    """One entry as this process sees it: a read-only buffer.
 
     A store that maps its entries (:class:`~adaptive_cache.stores.shm.ShmStore`) hands
-    out the same ``View`` until the entry changes or is deleted, so what a caller
-    derives from the buffer (decoded array views, in ``derived``) is made once and
-    lives exactly as long as the mapping.
+    out the same ``View`` object until the entry changes or the mapping is dropped;
+    ``ident`` says which version of the entry it shows (for files: inode, mtime,
+    size). A caller may remember what it derives from a view per view object (weakly:
+    views support weak references), so that it lives exactly as long as the mapping.
     """
 
-    __slots__ = ("buffer", "derived", "ident")
+    __slots__ = ("__weakref__", "buffer", "ident")
 
     def __init__(self, buffer: bytes | bytearray | memoryview, ident: object = None) -> None:
         self.buffer = buffer
-        self.derived: object = None
         self.ident = ident
 
 
@@ -69,9 +69,10 @@ class Store(ABC):
     def view(self, key: str) -> View | None:
         """The entry under ``key`` as a :class:`View`; ``None`` when absent.
 
-        The default reads a fresh copy (:meth:`get`); stores that can map entries
-        return a cached read-only view instead, which stays valid after the entry is
-        deleted (the pages are freed when the last view is dropped).
+        The default reads a fresh copy (:meth:`get`) into a new view each time; stores
+        that can map entries (``maps``) return the same read-only view while the entry
+        is unchanged, which stays valid after the entry is deleted (the pages are
+        freed when the last reference to its buffer is dropped).
 
         Raises:
             StoreError: the store failed (not: the key is absent).
@@ -127,4 +128,21 @@ class Store(ABC):
 
     @abstractmethod
     def handle(self) -> StoreHandle:
-        """A picklable handle: ``handle.open()`` gives this store in another process."""
+        """A picklable handle: ``handle.open()`` gives this store as another process
+        (a DataLoader worker) sees it. The one way a store reaches a worker: a private
+        store's handle opens an empty store there (lookups miss, and the worker hands
+        what it computes back to the owner)."""
+
+    def sweep(self) -> int:
+        """Remove leftovers of writers that died mid-write; returns how many.
+
+        Called by the owner after an epoch with workers. Default: nothing to sweep.
+        """
+        return 0
+
+    def prune_views(self) -> int:
+        """Drop kept views of entries that changed or vanished; returns how many.
+
+        Called by the owner once an epoch. Default: the store keeps no views.
+        """
+        return 0

@@ -56,3 +56,17 @@ def test_yaml_switches_and_store_requirements():
         cfg.store = "redis"
     with pytest.raises(ValidationError, match="extra"):
         CacheConfig(max_byte="1GiB")
+
+
+def test_policy_is_a_name_or_an_instance():
+    from adaptive_cache.policies import StaticPolicy
+
+    with pytest.raises(ValidationError, match="unknown cache policy 'fifo'; known: auto, lru"):
+        CacheConfig(policy="fifo")
+    with pytest.raises(ValidationError, match="a Policy instance"):
+        CacheConfig(policy=3)
+    policy = StaticPolicy()
+    cfg = CacheConfig(policy=policy)
+    assert cfg.policy is policy and cfg.enabled
+    assert cfg.model_dump(mode="json")["policy"] == "static"
+    assert not CacheConfig(policy="off").enabled

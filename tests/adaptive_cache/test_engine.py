@@ -12,6 +12,8 @@ from adaptive_cache.config import CacheConfig
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
 from adaptive_cache.memory import MemoryReading
 from adaptive_cache.pipeline import RandomStageError
+from adaptive_cache.policies import StaticPolicy
+from adaptive_cache.work import WorkOrder, execute
 from tests.adaptive_cache.pipelines import image_pipeline, write_images
 
 GiB = 1024**3
@@ -72,7 +74,7 @@ def test_random_stage_never_cached(tmp_path):
         for epoch in range(2):
             for i in range(6):
                 cache.get(i, epoch)
-        tiers = {key.split("-", 1)[0] for key in cache.held_keys()}
+        tiers = {key.tier for key in cache.held_keys()}
         assert tiers and tiers <= {"image", "small"}
         # Two epochs of one sample differ (random crop) although the prefix is cached.
         a, b = cache.get(0, 5)["image"], cache.get(0, 6)["image"]
@@ -92,7 +94,7 @@ def test_tier_off_is_never_used(tmp_path):
     with _cache(tmp_path / "img", max_bytes="1GiB", tiers={"small": "off"}) as cache:
         for i in range(4):
             cache.get(i)
-        assert {k.split("-", 1)[0] for k in cache.held_keys()} == {"image"}
+        assert {k.tier for k in cache.held_keys()} == {"image"}
 
 
 def test_full_budget_keeps_deepest_tier_and_hits_every_sample(tmp_path):
@@ -107,6 +109,28 @@ def test_full_budget_keeps_deepest_tier_and_hits_every_sample(tmp_path):
         assert st.hits == 20 and st.requests == 30
         assert st.bytes == cache.bytes_held
         assert "small 20/" in st.summary()
+
+
+def test_keeping_a_deeper_tier_drops_the_shallower_one_of_the_same_sample(tmp_path):
+    # Each tier's digest differs: the shallower entry is found through the sample's keys.
+    write_images(tmp_path / "img", 2)
+    with _cache(tmp_path / "img", max_bytes="1GiB", random=False) as cache:
+        keys = cache.pipeline.keys(0, cache.tiers)
+        assert keys["image"].digest != keys["small"].digest
+        lookup = tuple(keys[t] for t in cache.tiers)
+        _, report = execute(cache.pipeline, cache.store, WorkOrder(0, 0, lookup, (keys["image"],)))
+        cache.complete(report)
+        assert set(cache.held_keys()) == {keys["image"]}
+        image_bytes = cache.bytes_held
+        _, report = execute(cache.pipeline, cache.store, WorkOrder(0, 0, lookup, (keys["small"],)))
+        assert report.hit == keys["image"]  # the deeper tier is computed from the image
+        cache.complete(report)
+        assert set(cache.held_keys()) == {keys["small"]}
+        st = cache.stats()
+        assert st.tiers["image"].evictions["replaced"] == 1
+        assert st.tiers["image"].items == 0 and st.tiers["image"].bytes == 0
+        assert cache.bytes_held == st.tiers["small"].bytes < image_bytes + st.tiers["small"].bytes
+        assert not cache.store.contains(str(keys["image"]))
 
 
 def test_fake_pressure_shrinks_cache_and_alerts(tmp_path):
@@ -174,11 +198,8 @@ def test_corrupt_entry_is_a_miss_and_evicted(tmp_path):
     ) as cache:
         for i in range(3):
             cache.get(i)
-        key = next(
-            k
-            for k in cache.held_keys()
-            if k.startswith("small-") and k in cache.pipeline.keys(0, ["small"]).values()
-        )
+        key = cache.pipeline.key(0, "small")
+        assert key in set(cache.held_keys())
         for path in disk.rglob(f"*{key}*"):
             path.write_bytes(b"garbage")
         got = cache.get(0)
@@ -206,8 +227,8 @@ def test_shm_hits_are_served_in_place_read_only_and_corruption_is_a_miss(tmp_pat
         assert "extra" not in cache.get(0)
         assert cache.stats().tiers["small"].hits == 3
         # Another process replaces the entry with garbage: a miss, evicted, recomputed.
-        (cache.store.directory / key).with_name(".tmp-garbage").write_bytes(b"garbage")
-        os.replace(cache.store.directory / ".tmp-garbage", cache.store.directory / key)
+        (cache.store.directory / ".tmp-garbage").write_bytes(b"garbage")
+        os.replace(cache.store.directory / ".tmp-garbage", cache.store.directory / str(key))
         got = cache.get(0)
         np.testing.assert_array_equal(got["image"], want["image"])
         st = cache.stats()
@@ -224,13 +245,25 @@ def test_entry_gone_from_the_store_is_written_again_by_the_miss_that_finds_it(tm
         for i in range(3):
             cache.get(i)
         key = cache.final_hit_key(0)
-        os.unlink(cache.store.directory / key)  # removed behind the cache's back
+        os.unlink(cache.store.directory / str(key))  # removed behind the cache's back
         np.testing.assert_array_equal(cache.get(0)["image"], want["image"])
-        assert (cache.store.directory / key).is_file(), "written again by that miss"
+        assert (cache.store.directory / str(key)).is_file(), "written again by that miss"
         hits = cache.stats().tiers["small"].hits
         np.testing.assert_array_equal(cache.get(0)["image"], want["image"])
         st = cache.stats()
         assert st.tiers["small"].hits == hits + 1 and st.tiers["small"].items == 3
+
+
+def test_an_injected_policy_decides_and_serves_one_cache(tmp_path):
+    write_images(tmp_path / "img", 6)
+    policy = StaticPolicy()
+    with _cache(tmp_path / "img", max_bytes="1GiB", policy=policy) as cache:
+        assert cache.policy is policy
+        for i in range(6):
+            cache.get(i)
+        assert len(policy) == 6 and policy.held_bytes == cache.bytes_held
+        with pytest.raises(ValueError, match="own policy instance"):
+            _cache(tmp_path / "img", policy=policy)
 
 
 def test_off_policy_caches_nothing(tmp_path):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from adaptive_cache.engine import AdaptiveCache, pid_namespace
-from adaptive_cache.loader import CacheDataset, CacheLoader, find_worker, preload
+from adaptive_cache.loader import CacheDataset, CacheLoader, find_worker
 from adaptive_cache.pipeline import FunctionStage, Pipeline
+from adaptive_cache.preload import preload
 from tests.adaptive_cache.pipelines import collate, image_pipeline, write_images
 from tests.adaptive_cache.test_engine import StaticProbe, _config
 
@@ -158,9 +159,9 @@ def test_cache_consistent_after_worker_killed(tmp_path, monkeypatch):
         for _ in loader:
             pass
         held = set(cache.held_keys())
-        assert held and all(cache.store.contains(k) for k in held)
+        assert held and all(cache.store.contains(str(k)) for k in held)
         sizes = dict(cache.store.entries())
-        assert cache.bytes_held == sum(sizes[k] for k in held)
+        assert cache.bytes_held == sum(sizes[str(k)] for k in held)
         assert cache.stats().tiers["small"].items == 12
 
 
@@ -197,3 +198,26 @@ def test_preload_respects_the_budget(tmp_path):
     with cache:
         preload(cache, progress=False)
         assert 0 < cache.bytes_held <= budget
+
+
+def test_a_private_store_reaches_workers_through_its_handle(tmp_path):
+    # The one way a store reaches a worker is its handle; a private store's opens empty
+    # there, so workers compute and the owner keeps (and serves) what they hand back.
+    write_images(tmp_path / "img", 8)
+    uncached = image_pipeline(tmp_path / "img", random=False)
+    cache = AdaptiveCache(
+        image_pipeline(tmp_path / "img", random=False),
+        _config(store="local", max_bytes="1GiB"),
+        name="t",
+        probe=StaticProbe(),
+    )
+    loader = CacheLoader(CacheDataset(cache), batch_size=4, num_workers=2, collate_fn=collate)
+    with cache:
+        first = np.concatenate(list(loader))
+        assert loader.last_epoch["worker_samples"] == 8
+        second = np.concatenate(list(loader))
+        assert loader.last_epoch == {"main_samples": 8, "worker_samples": 0}
+        want = np.stack([uncached.run(i)["image"] for i in range(8)])
+        np.testing.assert_array_equal(first, want)
+        np.testing.assert_array_equal(second, want)
+        assert cache.stats().hits == 8

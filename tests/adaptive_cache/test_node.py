@@ -188,12 +188,12 @@ def test_engine_caches_on_real_memory_join_the_node_and_ranks_are_one_group(tmp_
     train = AdaptiveCache(image_pipeline(tmp_path / "img"), cfg, name="train", namespace="run-tr")
     fake = AdaptiveCache(image_pipeline(tmp_path / "img"), cfg, name="f", probe=StaticProbe())
     try:
-        assert fake.budget.node is None  # a fake probe is a machine of its own
+        assert fake.admission.budget.node is None  # a fake probe is a machine of its own
         registry = NodeRegistry.in_shm_dir(shm_dir)
         assert sorted(c.group for c in registry.claims()) == ["run-tr", "run-val", "run-val"]
         for cache in (*ranks, train):
-            cache.budget.update(0, force=True)
-        d = ranks[0].budget.update(0, force=True)
+            cache.admission.budget.update(0, force=True)
+        d = ranks[0].admission.budget.update(0, force=True)
         node = d.node_budget_bytes
         # Two groups: the val cache gets half the node (its ranks each admit within half
         # of that, as without the registry), not a third.

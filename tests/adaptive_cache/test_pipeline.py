@@ -38,7 +38,8 @@ def test_keys_change_with_file_and_stage_parameters(tmp_path):
     paths = write_images(tmp_path / "a", 2)
     k1 = image_pipeline(tmp_path / "a").keys(0, ["image", "small"])
     assert k1 == image_pipeline(tmp_path / "a").keys(0, ["image", "small"])
-    assert k1["small"].startswith("small-") and k1["image"].startswith("image-")
+    assert k1["small"].tier == "small" and k1["image"].tier == "image"
+    assert str(k1["small"]) == f"small-{k1['small'].digest}"
     k2 = image_pipeline(tmp_path / "a", resize_version="2").keys(0, ["image", "small"])
     assert k2["image"] == k1["image"] and k2["small"] != k1["small"]
     write_images(tmp_path / "b", 1, seed=5)

@@ -11,7 +11,8 @@ the product's path. Here that directory is added to this test process's path and
 two op schemas are declared before the import, which lets the pure-Python parts the
 tests use (``transforms.v2``, ``tv_tensors``, ``datasets.ImageFolder``) load; no op is
 ever run. Once imported it is in ``sys.modules``, so a later import by torchmetrics in
-the same process (or in a forked DataLoader worker) gets the working module.
+the same process (or in a forked DataLoader worker) gets the working module; the
+directory leaves the path again, so a spawned child never sees it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def torchvision_or_skip() -> ModuleType:
             tv = _import()
         except (ImportError, RuntimeError) as exc:
             pytest.skip(f"torchvision in {where} cannot be imported with this torch: {exc}")
+        finally:
+            # Loaded now (its submodules are found through the package): off the path
+            # again, so that spawned children (forkserver, benchmarks) never import it
+            # without the declared ops.
+            sys.path.remove(str(where))
     importlib.import_module("torchvision.transforms.v2")
     importlib.import_module("torchvision.tv_tensors")
     return tv

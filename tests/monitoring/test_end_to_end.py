@@ -35,10 +35,7 @@ from monitoring.training_metrics import TrainingMetrics
 from tests.monitoring.conftest import wait_until
 from tests.monitoring.helpers import names, parse, scrape
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::monitoring.alerts.MemoryPressureWarning"),
-]
+pytestmark = [pytest.mark.slow]
 
 GiB = 2**30
 N_TRAIN, N_VAL = 24, 8

@@ -112,7 +112,7 @@ def test_flipped_array_bytes_on_disk_are_an_invalid_miss_rewritten_in_the_same_e
         assert epochs.run()["hits"] == N
         key = cache.pipeline.keys(0, ["small"])["small"]
         assert key in cache.held_keys()
-        path = cache.store.directory / key
+        path = cache.store.directory / str(key)
         data = path.read_bytes()
         image = codec.decode(data)["image"]
         start = image.ctypes.data - np.frombuffer(data, np.uint8).ctypes.data

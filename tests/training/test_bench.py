@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from dataclasses import replace
 
-import psutil
 import pytest
 
 from training.bench import QUICK, WORKLOADS, run_bench
-from training.bench.isolate import ContenderError, TreeSampler, checkpoint, dir_bytes, run_isolated
 from training.bench.report import render, steady, targets
 from training.config import load_config
 
@@ -131,58 +125,6 @@ def test_sizes_are_checked():
         replace(QUICK, budgets=(0.0,))
 
 
-def test_sampler_sees_memory_of_a_child_process(tmp_path):
-    # A real child that allocates and touches 64 MiB, then waits for us.
-    code = (
-        "import sys; b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096]); "
-        "print('ok', flush=True); sys.stdin.read()"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout.readline().strip() == b"ok"
-        shm = tmp_path / "shm"
-        shm.mkdir()
-        (shm / "entry").write_bytes(b"\0" * (1 << 20))
-        sampler = TreeSampler(os.getpid(), shm_dirs=[str(shm)])
-        sampler.sample(pss=True)
-        assert sampler.peak_bytes >= (64 << 20) + (1 << 20)
-        assert sampler.peak_pss_bytes >= (64 << 20)
-    finally:
-        proc.stdin.close()
-        proc.wait()
-
-
-def test_dir_bytes_counts_files_and_tolerates_a_missing_directory(tmp_path):
-    (tmp_path / "a").write_bytes(b"\1" * 10_000)
-    assert dir_bytes(tmp_path) >= 10_000
-    assert dir_bytes(tmp_path / "gone") == 0
-
-
-def _allocate_and_checkpoint(nbytes: int) -> dict:
-    block = bytearray(nbytes)
-    block[::4096] = b"y" * len(block[::4096])
-    checkpoint()  # the parent samples now, with this block alive
-    return {"held": len(block)}
-
-
-def _fail() -> dict:
-    raise ValueError("contender broke")
-
-
-def test_isolated_run_returns_result_with_peak_memory():
-    result = run_isolated(_allocate_and_checkpoint, 32 << 20, label="alloc")
-    assert result["held"] == 32 << 20
-    assert result["peak_pss_bytes"] >= 32 << 20
-    assert result["peak_memory_bytes"] >= result["peak_pss_bytes"] // 2
-
-
-def test_isolated_failure_carries_the_child_traceback():
-    with pytest.raises(ContenderError, match="contender broke"):
-        run_isolated(_fail, label="broken")
-
-
 def _epochs(*values, key="samples_per_second"):
     return [{"epoch": i, "seconds": 1.0, key: v, "hit_ratio": None} for i, v in enumerate(values)]
 
@@ -222,62 +164,3 @@ def test_targets_say_what_is_met_and_what_is_missed():
                              "torch": "t", "pytorch_lightning": "l", "monai": None,
                              "python": "3", "gpu": None}, "results": results}, "cmd")  # fmt: skip
     assert "| val, full budget, epochs 1+: >= 0.8x ideal | 0.50x | **no** |" in md
-
-
-def test_knapsack_optimum_is_the_best_subset_and_below_the_fractional_bound():
-    import itertools
-    import random
-
-    from training.bench.hitrate import knapsack_bound, knapsack_optimum
-
-    rng = random.Random(4)
-    for _ in range(20):
-        sizes = [4096 * rng.randint(1, 6) for _ in range(9)]
-        costs = tuple(rng.uniform(0.001, 0.01) for _ in range(9))
-        budget = 4096 * rng.randint(1, 20)
-        brute = max(
-            sum(costs[i] for i in subset)
-            for k in range(10)
-            for subset in itertools.combinations(range(9), k)
-            if sum(sizes[i] for i in subset) <= budget
-        )
-        best = knapsack_optimum(costs, sizes, budget)
-        assert best == pytest.approx(brute)
-        assert best <= knapsack_bound(costs, sizes, budget) + 1e-12
-
-
-def test_mapped_cache_files_are_counted_once(tmp_path):
-    # An owner maps its shm entries to serve hits: those pages belong to the files.
-    import tempfile
-    from pathlib import Path
-
-    from training.bench.isolate import mapped_from
-
-    shm_dir = Path(tempfile.mkdtemp(prefix="bench-test-", dir="/dev/shm"))
-    store = shm_dir / "bench-mapped"
-    store.mkdir()
-    entry = store / "entry"
-    entry.write_bytes(b"\1" * (8 << 20))
-    code = (
-        "import mmap, sys; f = open(sys.argv[1], 'rb'); "
-        "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); sum(m[::4096]); "
-        "print('ok', flush=True); sys.stdin.read()"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(entry)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout.readline().strip() == b"ok"
-        rss, pss = mapped_from(proc.pid, [str(store)])
-        assert rss == 8 << 20 and 0 < pss <= 8 << 20
-        assert mapped_from(proc.pid, [str(shm_dir / "elsewhere")]) == (0, 0)
-        process_rss = psutil.Process(proc.pid).memory_info().rss  # includes the mapping
-        sampler = TreeSampler(proc.pid, shm_dirs=[str(store)])
-        sampler.sample(pss=True)
-        # The process without its mapping, plus the file once (not twice).
-        assert sampler.peak_bytes <= process_rss + (1 << 20)
-        assert sampler.peak_bytes >= (8 << 20)
-    finally:
-        proc.stdin.close()
-        proc.wait()
-        shutil.rmtree(shm_dir, ignore_errors=True)

@@ -3,7 +3,7 @@
 Each ``run_*`` function builds its contender, times every epoch (wall seconds from
 ``iter(loader)`` to the last batch, worker start-up included, and the CPU seconds of
 its whole process tree, which other load on the machine does not change) and
-returns one result record; :func:`~training.bench.isolate.run_isolated` runs it in a fresh child and
+returns one result record; :func:`~adaptive_cache.bench.run_isolated` runs it in a fresh child and
 adds the peak memory. Every contender uses the same pipeline, batch size, workers
 and shuffling generator, so they read the same samples in the same order.
 """
@@ -16,17 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from adaptive_cache.config import CacheConfig
-from adaptive_cache.engine import AdaptiveCache
-from adaptive_cache.loader import CacheDataset, CacheLoader
+from adaptive_cache import AdaptiveCache, CacheConfig
+from adaptive_cache.bench import checkpoint, measure_hit_cost, tree_cpu_seconds
 from adaptive_cache.pipeline import Pipeline
-from adaptive_cache.stores.shm import PAGE_SIZE
-from adaptive_cache.work import WorkOrder, execute
-from training.bench.isolate import checkpoint, tree_cpu_seconds
 from training.bench.peers import (
     HitCounter,
     ListDataset,
@@ -203,7 +198,7 @@ def run_ideal(job: LoaderJob) -> Record:
     """
     pipe = job.pipeline()
     t0 = time.perf_counter()
-    pre = PrepassDataset(pipe, PAGE_SIZE)
+    pre = PrepassDataset(pipe)
     pairs = [pre[i] for i in range(len(pre))]
     setup = time.perf_counter() - t0
     samples = [sample for sample, _ in pairs]
@@ -236,7 +231,7 @@ def run_ours(
     cfg = CacheConfig.model_validate(settings)
     cache = AdaptiveCache(pipe, cfg, name=job.workload, namespace=namespace)
     try:
-        loader = CacheLoader(CacheDataset(cache), **job.loader_kwargs(job.persistent_workers))
+        loader = cache.loader(**job.loader_kwargs(job.persistent_workers))
 
         def hits() -> tuple[int, int]:
             st = cache.local_stats()
@@ -262,56 +257,3 @@ def run_ours(
         return out
     finally:
         cache.close()
-
-
-def measure_hit_cost(cache: AdaptiveCache, repeats: int = 200) -> Record:
-    """Median cost of one hit, against copying the same arrays once.
-
-    A batch needs one copy of every sample (``np.stack``), cached or not, so:
-    ``get_us``: the whole ``cache.get`` of a held final-tier sample (keys, staleness
-    check, lookup, accounting), no copy; ``hit_us``: ``get_us`` plus copying the arrays
-    it returns; ``copy_us``: copying the same arrays held privately by the process (all
-    an ideal in-memory loader pays); ``overhead_us``: ``hit_us - copy_us``;
-    ``read_us``: the general path (read a fresh copy of the entry, decode) for comparison.
-    """
-    pipe = cache.pipeline
-    held = [(i, k) for i in range(len(pipe)) if (k := cache.final_hit_key(i)) is not None]
-    if not held:
-        return {}
-    reads, gets, hits, copies, sizes = [], [], [], [], []
-    clock = time.perf_counter
-
-    def arrays(sample: dict[str, Any]) -> list[np.ndarray]:
-        return [v for v in sample.values() if isinstance(v, np.ndarray)]
-
-    private = {i: [a.copy() for a in arrays(cache.get(i, 0))] for i, _ in held[:repeats]}
-    for r in range(repeats):
-        index, key = held[r % len(held)]
-        order = WorkOrder(index, 0, ((key.split("-", 1)[0], key),))
-        t0 = clock()
-        execute(pipe, cache.store, order)
-        reads.append(clock() - t0)
-        t0 = clock()
-        sample = cache.get(index, 0)
-        t1 = clock()
-        for a in arrays(sample):
-            a.copy()
-        t2 = clock()
-        gets.append(t1 - t0)
-        hits.append(t2 - t0)
-        own = private[index]
-        t0 = clock()
-        for a in own:
-            a.copy()
-        copies.append(clock() - t0)
-        sizes.append(sum(a.nbytes for a in own))
-    hit_us, copy_us = 1e6 * statistics.median(hits), 1e6 * statistics.median(copies)
-    return {
-        "read_us": 1e6 * statistics.median(reads),
-        "get_us": 1e6 * statistics.median(gets),
-        "hit_us": hit_us,
-        "copy_us": copy_us,
-        "overhead_us": hit_us - copy_us,
-        "entry_bytes": statistics.fmean(sizes),
-        "repeats": len(gets),
-    }

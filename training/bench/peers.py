@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from adaptive_cache import codec
+from adaptive_cache.bench import entry_nbytes
 from adaptive_cache.pipeline import Pipeline, Sample
 
 
@@ -116,18 +116,15 @@ class PrepassDataset(Dataset):
     cache store)``; read once to build the ideal list and measure the tensor-tier
     footprint."""
 
-    def __init__(self, pipeline: Pipeline, page_size: int) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.page_size = page_size
 
     def __len__(self) -> int:
         return len(self.pipeline)
 
     def __getitem__(self, index: int) -> tuple[Sample, int]:
         prefix = run_prefix(self.pipeline, index, 0)
-        nbytes = len(codec.encode(prefix))
-        stored = -(-nbytes // self.page_size) * self.page_size
-        return run_suffix(self.pipeline, index, 0, prefix), stored
+        return run_suffix(self.pipeline, index, 0, prefix), entry_nbytes(prefix)
 
 
 def monai_dataset(

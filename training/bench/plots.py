@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from training.bench.hitrate import lru_hit_ratio
+from adaptive_cache.bench import lru_hit_ratio
 from training.bench.report import LOADER_WORKLOADS, label, order_key, steady
 
 Record = dict[str, Any]

@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from adaptive_cache.bench import cache_targets
 from adaptive_cache.config import format_size
 
 Record = dict[str, Any]
@@ -267,19 +268,7 @@ def targets(results: list[Record]) -> list[tuple[str, str, bool | None]]:
         if cpu is not None:
             shown += f" (CPU per sample: {cpu:.2f}x)"
         out.append((name, shown, None if x is None else x >= threshold))
-    hr = [r for r in results if r["workload"] == "hit-rate" and r["contender"] != "lru"]
-    if hr:
-        gaps = [(r["epochs"][-1]["hit_ratio"] - r["budget_fraction"], r) for r in hr]
-        gap, worst = min(gaps, key=lambda g: g[0])
-        shown = f"worst {100 * gap:+.1f} points ({label(worst)}, {worst['num_workers']} workers)"
-        name = "steady hit rate (last epoch; auto, static) >= f - 1 point"
-        out.append((name, shown, gap >= -0.01 - 1e-9))  # 0.19 - 0.2 is -0.0100...01
-    ks = [r for r in results if r["workload"] == "knapsack" and r["contender"] == "auto"]
-    if ks:
-        worst = min(ks, key=lambda r: r["epochs"][-1]["saved_fraction_of_bound"])
-        x = worst["epochs"][-1]["saved_fraction_of_bound"]
-        shown = f"worst {100 * x:.1f}% of the bound (f={worst['budget_fraction']})"
-        out.append(("knapsack: auto saves >= 99% of the bound (last epoch)", shown, x >= 0.99))
+    out += cache_targets(results)
     hc = next((r["hit_cost"] for r in results if r.get("hit_cost")), None)
     if hc:
         extra = hc["overhead_us"]

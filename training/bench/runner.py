@@ -1,6 +1,6 @@
 """``adaptive-cache bench``: every workload and contender, then bench.json, bench.md, plots.
 
-Each contender runs in its own forked child (see :mod:`training.bench.isolate`), one
+Each contender runs in its own forked child (see :mod:`adaptive_cache.bench.isolate`), one
 after the other, on the same data with the same workers. ``bench.json`` is
 rewritten after every workload, so an interrupted run keeps what it measured.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from adaptive_cache.bench import CacheRun, equal_blocks, run_cache, unequal_blocks
+from adaptive_cache.bench import run_isolated as _run_isolated
 from adaptive_cache.config import format_size
 from training.bench.e2e import TrainJob, compare_precision, mixed_precision, run_train
-from training.bench.hitrate import CacheRun, equal_blocks, run_cache, unequal_blocks
-from training.bench.isolate import run_isolated
 from training.bench.loaders import (
     LoaderJob,
     run_ideal,
@@ -37,6 +37,15 @@ from training.config import Config, DataConfig
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
+# The fork server imports the benchmark once; each contender's child starts from it.
+_PRELOAD = ("training.bench.runner",)
+
+
+def run_isolated(fn: Any, *args: Any, **kwargs: Any) -> Record:
+    """:func:`adaptive_cache.bench.run_isolated` with this benchmark preloaded."""
+    return _run_isolated(fn, *args, preload=_PRELOAD, **kwargs)
+
+
 _MARKER = "bench-data.json"
 
 

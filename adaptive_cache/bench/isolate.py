@@ -250,6 +250,7 @@ def run_isolated(
     *args: Any,
     shm_dirs: Sequence[str | Path] = (),
     label: str = "contender",
+    preload: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run ``fn(*args)`` in a child process and return its result with peak memory.
 
@@ -258,6 +259,10 @@ def run_isolated(
     with PSS, sampled every second and at every :func:`checkpoint`), unless ``fn``
     set them itself, and ``load_average_1m`` (the machine's load before and after:
     other processes competing for the cores show there).
+
+    ``preload`` names modules the fork server imports once, before the first
+    contender, so that children start fast (it applies when the fork server starts:
+    give the same list on every call).
 
     Raises:
         ContenderError: ``fn`` raised, or the child died without a result.
@@ -268,7 +273,8 @@ def run_isolated(
     # way hung in the full test suite. The fork server is a clean, single-threaded
     # process that has imported the benchmark once, so children still start fast.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["training.bench.runner"])
+    if preload:
+        ctx.set_forkserver_preload(list(preload))
     conn, child_conn = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child_conn, fn, args), name=f"bench-{label}")
     proc.start()
