@@ -138,25 +138,11 @@ def test_predictions_file_reproduces_validation_hmean(cached_run, tmp_path):
     assert rows[0] == "filename,polygons" and len(rows) == 1 + len(gt.images)
 
 
-@pytest.mark.slow
-def test_ddp_two_ranks_share_the_node_cache(tmp_path):
+def _train_in_subprocess(tmp_path, *extra: str) -> dict:
+    """Run ``adaptive-cache train`` in a fresh process (DDP spawns ranks); its summary."""
     env = {k: v for k, v in os.environ.items() if k != "ADAPTIVE_CACHE_RUN_ID"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "training.cli",
-        "train",
-        *_overrides(
-            tmp_path,
-            "trainer.devices=2",
-            "trainer.strategy=ddp",
-            "trainer.accelerator=cpu",
-            "data.num_workers=0",
-            "data.synthetic.n_train=8",
-        ),
-    ]
     proc = subprocess.run(
-        cmd,
+        [sys.executable, "-m", "training.cli", "train", *_overrides(tmp_path, *extra)],
         cwd=Path(__file__).resolve().parents[2],
         env=env,
         capture_output=True,
@@ -165,7 +151,17 @@ def test_ddp_two_ranks_share_the_node_cache(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = Path(proc.stdout.strip().splitlines()[-1].removeprefix("summary: "))
-    summary = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+_DDP = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_share_the_node_cache(tmp_path):
+    summary = _train_in_subprocess(
+        tmp_path, *_DDP, "data.num_workers=0", "data.synthetic.n_train=8"
+    )
     second = summary["epochs"][1]["cache_by_split"]["train"]
     # Each rank sees a different half each epoch: only a shared cache hits everything.
     assert second["hit_ratio"] == 1.0
@@ -177,21 +173,14 @@ def test_ddp_two_ranks_share_the_node_cache(tmp_path):
 def test_ddp_validation_behind_the_device_tier(tmp_path):
     # Not a DataLoader, so Lightning injects no sampler: the datamodule gives each rank
     # its DistributedSampler (no shuffle); each rank holds its own half on its device.
-    env = {k: v for k, v in os.environ.items() if k != "ADAPTIVE_CACHE_RUN_ID"}
-    extra = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
-    extra += ("data.num_workers=0", "cache.gpu=on", "data.augment.on_device=true")
-    extra += ("data.batch_size=2",)
-    proc = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", *_overrides(tmp_path, *extra)],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    summary = _train_in_subprocess(
+        tmp_path,
+        *_DDP,
+        "data.num_workers=0",
+        "cache.gpu=on",
+        "data.augment.on_device=true",
+        "data.batch_size=2",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    path = Path(proc.stdout.strip().splitlines()[-1].removeprefix("summary: "))
-    summary = json.loads(path.read_text())
     tier = summary["epochs"][1]["device_tier"]["val"]
     # 2 of the 4 receipts per rank: one batch (two batches without the sampler).
     assert (tier["hits"], tier["misses"], tier["items"]) == (1, 0, 1)
